@@ -1,1 +1,255 @@
+//! PyO3 bindings of mmtp-core: shapes are checked here, inputs copied into
+//! owned data, and the heavy work runs with the GIL released inside the core's
+//! thread pool.
 
+use mmtp_core::{model, neighbors, threads, Config, EvalOptions, MmtpError, Output, Potential, Tables};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+create_exception!(_core, MMTPError, PyValueError, "Invalid input to an mMTP computation.");
+
+fn to_py(e: MmtpError) -> PyErr {
+    MMTPError::new_err(e.to_string())
+}
+
+fn mat3(a: &PyReadonlyArray2<f64>, what: &str) -> PyResult<[[f64; 3]; 3]> {
+    let v = a.as_array();
+    if v.shape() != [3, 3] {
+        return Err(MMTPError::new_err(format!("{what} must have shape (3, 3), got {:?}", v.shape())));
+    }
+    let mut m = [[0.0; 3]; 3];
+    for r in 0..3 {
+        for c in 0..3 {
+            m[r][c] = v[[r, c]];
+        }
+    }
+    Ok(m)
+}
+
+fn rows3(a: &PyReadonlyArray2<f64>, what: &str) -> PyResult<Vec<[f64; 3]>> {
+    let v = a.as_array();
+    if v.ndim() != 2 || v.shape()[1] != 3 {
+        return Err(MMTPError::new_err(format!("{what} must have shape (N, 3), got {:?}", v.shape())));
+    }
+    Ok(v.rows().into_iter().map(|r| [r[0], r[1], r[2]]).collect())
+}
+
+fn make_config(
+    lattice: PyReadonlyArray2<f64>,
+    pbc: [bool; 3],
+    positions: PyReadonlyArray2<f64>,
+    types: PyReadonlyArray1<i64>,
+    moments: PyReadonlyArray1<f64>,
+) -> PyResult<Config> {
+    let lattice = mat3(&lattice, "cell")?;
+    let positions = rows3(&positions, "positions")?;
+    let t = types.as_array();
+    let mut tv = Vec::with_capacity(t.len());
+    for (i, &x) in t.iter().enumerate() {
+        if x < 0 {
+            return Err(MMTPError::new_err(format!("atom {i} has a negative species index {x}")));
+        }
+        tv.push(x as usize);
+    }
+    Ok(Config { lattice, pbc, positions, types: tv, moments: moments.as_array().to_vec() })
+}
+
+fn output_dict<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let n = out.forces.len();
+    d.set_item("energy", out.energy)?;
+    d.set_item("energies", out.site_energies.into_pyarray(py))?;
+    let flat: Vec<f64> = out.forces.iter().flat_map(|f| f.iter().copied()).collect();
+    let forces = PyArray1::from_vec(py, flat).reshape([n, 3])?;
+    d.set_item("forces", forces)?;
+    let vir: Vec<f64> = out.virial.iter().flat_map(|r| r.iter().copied()).collect();
+    d.set_item("virial", PyArray1::from_vec(py, vir).reshape([3, 3])?)?;
+    d.set_item("dedm", out.dedm.into_pyarray(py))?;
+    if !out.param_grad.is_empty() {
+        d.set_item("param_gradient", out.param_grad.into_pyarray(py))?;
+    }
+    d.set_item("n_close_atoms", out.n_close_atoms)?;
+    d.set_item("n_moments_outside", out.n_moments_outside)?;
+    d.set_item("n_pairs", out.n_pairs)?;
+    Ok(d)
+}
+
+/// The compiled mMTP: basis tables, hyperparameters and parameters.
+#[pyclass(module = "mmtp_rs._core")]
+#[derive(Clone)]
+struct CorePotential {
+    inner: Potential,
+}
+
+#[pymethods]
+impl CorePotential {
+    /// Build from hyperparameters, MLIP-style basis tables and a parameter vector.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (n_species, scaling, min_dist, max_dist, n_phi, n_psi, mag_lo, mag_hi, basic, times, n_moments, scalars, params))]
+    fn new(
+        n_species: usize,
+        scaling: f64,
+        min_dist: f64,
+        max_dist: f64,
+        n_phi: usize,
+        n_psi: usize,
+        mag_lo: Vec<f64>,
+        mag_hi: Vec<f64>,
+        basic: Vec<[usize; 4]>,
+        times: Vec<(usize, usize, f64, usize)>,
+        n_moments: usize,
+        scalars: Vec<usize>,
+        params: PyReadonlyArray1<f64>,
+    ) -> PyResult<Self> {
+        let tables = Tables { basic, times, n_moments, scalars };
+        let inner = Potential::new(
+            n_species, scaling, min_dist, max_dist, n_phi, n_psi, mag_lo, mag_hi, tables,
+            params.as_array().to_vec(),
+        )
+        .map_err(to_py)?;
+        Ok(CorePotential { inner })
+    }
+
+    /// Number of parameters.
+    #[getter]
+    fn n_params(&self) -> usize {
+        self.inner.n_params()
+    }
+
+    /// Number of radial functions.
+    #[getter]
+    fn n_radial(&self) -> usize {
+        self.inner.n_radial
+    }
+
+    /// Number of radial coefficients (the first block of the parameter vector).
+    #[getter]
+    fn n_radial_coeffs(&self) -> usize {
+        self.inner.n_radial_coeffs()
+    }
+
+    /// A copy of the parameter vector.
+    fn get_params<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.inner.params().to_vec().into_pyarray(py)
+    }
+
+    /// Replace the parameter vector.
+    fn set_params(&mut self, params: PyReadonlyArray1<f64>) -> PyResult<()> {
+        self.inner.set_params(params.as_array().to_vec()).map_err(to_py)
+    }
+
+    /// Evaluate one configuration; returns a dict of numpy arrays.
+    #[pyo3(signature = (cell, pbc, positions, types, moments, symmetrize=true, param_grad=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        cell: PyReadonlyArray2<f64>,
+        pbc: [bool; 3],
+        positions: PyReadonlyArray2<f64>,
+        types: PyReadonlyArray1<i64>,
+        moments: PyReadonlyArray1<f64>,
+        symmetrize: bool,
+        param_grad: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let cfg = make_config(cell, pbc, positions, types, moments)?;
+        let opts = EvalOptions { symmetrize, param_grad };
+        let pot = &self.inner;
+        let out = py.detach(|| threads::install(|| pot.evaluate(&cfg, opts))).map_err(to_py)?;
+        output_dict(py, out)
+    }
+
+    /// Evaluate many configurations in parallel: `configs` is a list of
+    /// (cell, pbc, positions, types, moments) tuples; returns a list of dicts.
+    #[pyo3(signature = (configs, symmetrize=true, param_grad=false))]
+    #[allow(clippy::type_complexity)]
+    fn evaluate_many<'py>(
+        &self,
+        py: Python<'py>,
+        configs: Vec<(
+            PyReadonlyArray2<'py, f64>,
+            [bool; 3],
+            PyReadonlyArray2<'py, f64>,
+            PyReadonlyArray1<'py, i64>,
+            PyReadonlyArray1<'py, f64>,
+        )>,
+        symmetrize: bool,
+        param_grad: bool,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut cfgs = Vec::with_capacity(configs.len());
+        for (k, (c, p, x, t, m)) in configs.into_iter().enumerate() {
+            cfgs.push(make_config(c, p, x, t, m).map_err(|e| {
+                MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
+            })?);
+        }
+        let opts = EvalOptions { symmetrize, param_grad };
+        let pot = &self.inner;
+        let outs = py.detach(|| threads::install(|| pot.evaluate_many(&cfgs, opts)));
+        let mut res = Vec::with_capacity(outs.len());
+        for (k, o) in outs.into_iter().enumerate() {
+            let o = o.map_err(|e| MMTPError::new_err(format!("configuration {k}: {e}")))?;
+            res.push(output_dict(py, o)?);
+        }
+        Ok(res)
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "CorePotential is not picklable; save the mmtp_rs.Potential to a file instead",
+        ))
+    }
+}
+
+/// Full neighbour list within `cutoff`: (offsets (N+1), index (P), vectors (P, 3)).
+#[pyfunction]
+fn neighbor_list<'py>(
+    py: Python<'py>,
+    cell: PyReadonlyArray2<f64>,
+    pbc: [bool; 3],
+    positions: PyReadonlyArray2<f64>,
+    cutoff: f64,
+) -> PyResult<(Bound<'py, PyArray1<usize>>, Bound<'py, PyArray1<usize>>, Bound<'py, PyArray2<f64>>)> {
+    let lat = mat3(&cell, "cell")?;
+    let pos = rows3(&positions, "positions")?;
+    let nl = py
+        .detach(|| threads::install(|| neighbors::build(&lat, pbc, &pos, cutoff)))
+        .map_err(to_py)?;
+    let p = nl.vec.len();
+    let flat: Vec<f64> = nl.vec.iter().flat_map(|v| v.iter().copied()).collect();
+    Ok((
+        nl.offsets.into_pyarray(py),
+        nl.index.into_pyarray(py),
+        PyArray1::from_vec(py, flat).reshape([p, 3])?,
+    ))
+}
+
+/// Set the number of worker threads (>= 1).
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    if n == 0 {
+        return Err(PyValueError::new_err("the number of threads must be at least 1"));
+    }
+    threads::set_num_threads(n);
+    Ok(())
+}
+
+/// Number of worker threads used by the next computation.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    threads::num_threads()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<CorePotential>()?;
+    m.add_function(wrap_pyfunction!(neighbor_list, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add("MMTPError", m.py().get_type::<MMTPError>())?;
+    let _ = model::Tables::n_radial; // keep the model module linked in docs
+    Ok(())
+}
