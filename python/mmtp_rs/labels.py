@@ -80,7 +80,7 @@ def _check(name: str, value, shape) -> np.ndarray:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     bad = np.argwhere(~np.isfinite(arr))
     if bad.size:
-        raise ValueError(f"{name} has a non-finite value at index {tuple(bad[0])}")
+        raise ValueError(f"{name} has a non-finite value at index {tuple(int(k) for k in bad[0])}")
     return arr.copy()
 
 

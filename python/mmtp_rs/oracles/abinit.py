@@ -560,7 +560,7 @@ class AbinitOracle(Oracle):
         for key, value in {**self.extra, **overrides}.items():
             v[str(key)] = str(value)
         lines = ["# ABINIT input written by mmtp_rs (constrained moments)"]
-        lines += [f"{k} {val}" for k, val in v.items()]
+        lines += [k + ("" if val.startswith("\n") else " ") + val for k, val in v.items()]
         return "\n".join(lines) + "\n"
 
     def command(self) -> list[str]:
