@@ -365,6 +365,8 @@ class Potential:
         return cell, pbc, pos, self.types_of(atoms), np.ascontiguousarray(m)
 
     def _finish(self, out: dict, atoms) -> dict:
+        if "dedm" not in out:  # energies only
+            return out
         out["magnetic_forces"] = -out["dedm"]
         if all(atoms.pbc):
             vol = abs(np.linalg.det(atoms.cell.array))
@@ -373,7 +375,8 @@ class Potential:
             out["stress"] = np.array([sigma[0, 0], sigma[1, 1], sigma[2, 2], sigma[1, 2], sigma[0, 2], sigma[0, 1]])
         return out
 
-    def evaluate(self, atoms, symmetrize: bool | None = None, param_grad: bool = True, moments=None) -> dict:
+    def evaluate(self, atoms, symmetrize: bool | None = None, param_grad: bool = True, moments=None,
+                 forces: bool = True) -> dict:
         """Energy and derivatives of one configuration.
 
         Returns a dict with ``energy`` (eV), ``energies`` (N, eV), ``forces``
@@ -384,12 +387,15 @@ class Potential:
         min_dist) and ``n_moments_outside`` (moments outside the magnetic
         interval; the polynomials extrapolate there, as in MLIP-3).
         Moments come from ``atoms.get_initial_magnetic_moments()`` unless given.
+        With ``forces=False`` the backward pass is skipped (energies only,
+        plus ``param_gradient`` if asked for).
         """
         sym = self.symmetrize if symmetrize is None else bool(symmetrize)
-        out = self._core.evaluate(*self._inputs(atoms, moments), sym, param_grad)
+        out = self._core.evaluate(*self._inputs(atoms, moments), sym, param_grad, forces)
         return self._finish(out, atoms)
 
-    def evaluate_many(self, images, symmetrize: bool | None = None, param_grad: bool = False) -> list[dict]:
+    def evaluate_many(self, images, symmetrize: bool | None = None, param_grad: bool = False,
+                      forces: bool = True) -> list[dict]:
         """Evaluate many configurations in parallel (rayon); same keys as :meth:`evaluate`."""
         sym = self.symmetrize if symmetrize is None else bool(symmetrize)
         inputs = []
@@ -398,7 +404,7 @@ class Potential:
                 inputs.append(self._inputs(a))
             except MMTPError as exc:
                 raise MMTPError(f"configuration {k}: {exc}") from None
-        outs = self._core.evaluate_many(inputs, sym, param_grad)
+        outs = self._core.evaluate_many(inputs, sym, param_grad, forces)
         return [self._finish(o, a) for o, a in zip(outs, images)]
 
 

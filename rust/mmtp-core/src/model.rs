@@ -142,6 +142,16 @@ pub struct EvalOptions {
     pub symmetrize: bool,
     /// Also compute dE/dtheta.
     pub param_grad: bool,
+    /// Compute forces, virial and dE/dm (the backward pass); without them
+    /// and without `param_grad` only energies are computed.
+    pub forces: bool,
+}
+
+impl EvalOptions {
+    /// Energies, forces, virial and magnetic derivatives.
+    pub fn new(symmetrize: bool, param_grad: bool) -> Self {
+        EvalOptions { symmetrize, param_grad, forces: true }
+    }
 }
 
 /// Results of one evaluation.
@@ -355,7 +365,7 @@ impl Potential {
                 || (Acc::new(n, np), Scratch::new(self)),
                 |(mut acc, mut sc), i| {
                     for &s in signs {
-                        self.atom(cfg, nl, i, s, weight, opts.param_grad, &mut sc, &mut acc);
+                        self.atom(cfg, nl, i, s, weight, opts, &mut sc, &mut acc);
                     }
                     (acc, sc)
                 },
@@ -412,7 +422,7 @@ impl Potential {
         i: usize,
         sign: f64,
         w: f64,
-        want_grad: bool,
+        opts: EvalOptions,
         sc: &mut Scratch,
         acc: &mut Acc,
     ) {
@@ -562,6 +572,18 @@ impl Potential {
             site += xi[al] * mom[s];
         }
         acc.site[i] += w * site;
+        let want_grad = opts.param_grad;
+        if want_grad {
+            let so = self.species_offset();
+            let mo = self.moment_offset();
+            acc.grad[so + zi] += w;
+            for (al, &s) in self.tables.scalars.iter().enumerate() {
+                acc.grad[mo + al] += w * mom[s];
+            }
+        }
+        if !opts.forces && !want_grad {
+            return;
+        }
         // adjoints
         let dm = &mut sc.dmom;
         for x in dm.iter_mut() {
@@ -575,14 +597,6 @@ impl Potential {
             if g != 0.0 {
                 dm[a] += g * mom[b];
                 dm[b] += g * mom[a];
-            }
-        }
-        if want_grad {
-            let so = self.species_offset();
-            let mo = self.moment_offset();
-            acc.grad[so + zi] += w;
-            for (al, &s) in self.tables.scalars.iter().enumerate() {
-                acc.grad[mo + al] += w * mom[s];
             }
         }
         let mut dedmi = 0.0;

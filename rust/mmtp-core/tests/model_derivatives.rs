@@ -67,7 +67,7 @@ fn forces_virial_magnetic_and_parameter_gradient_match_finite_differences() {
     {
         let pot = random_potential(&mut rng, ns, npsi);
         let cfg = random_config(&mut rng, 5, ns, pbc);
-        let opts = EvalOptions { symmetrize: sym, param_grad: true };
+        let opts = EvalOptions::new(sym, true);
         let out = pot.evaluate(&cfg, opts).unwrap();
         let e = |c: &Config, p: &Potential| p.evaluate(c, opts).unwrap().energy;
         let h = 1e-5;
@@ -136,7 +136,7 @@ fn symmetrised_energy_is_spin_inversion_invariant_and_raw_is_not() {
         *m = -*m;
     }
     for sym in [true, false] {
-        let o = EvalOptions { symmetrize: sym, param_grad: false };
+        let o = EvalOptions::new(sym, false);
         let a = pot.evaluate(&cfg, o).unwrap();
         let b = pot.evaluate(&flipped, o).unwrap();
         let diff = (a.energy - b.energy).abs();

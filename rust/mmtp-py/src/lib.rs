@@ -57,23 +57,26 @@ fn make_config(
     Ok(Config { lattice, pbc, positions, types: tv, moments: moments.as_array().to_vec() })
 }
 
-fn output_dict<'py>(py: Python<'py>, out: Output) -> PyResult<Bound<'py, PyDict>> {
+fn output_dict<'py>(py: Python<'py>, out: Output, forces: bool) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let n = out.forces.len();
     d.set_item("energy", out.energy)?;
     d.set_item("energies", out.site_energies.into_pyarray(py))?;
+    d.set_item("n_close_atoms", out.n_close_atoms)?;
+    d.set_item("n_moments_outside", out.n_moments_outside)?;
+    d.set_item("n_pairs", out.n_pairs)?;
+    if !out.param_grad.is_empty() {
+        d.set_item("param_gradient", out.param_grad.into_pyarray(py))?;
+    }
+    if !forces {
+        return Ok(d);
+    }
     let flat: Vec<f64> = out.forces.iter().flat_map(|f| f.iter().copied()).collect();
     let forces = PyArray1::from_vec(py, flat).reshape([n, 3])?;
     d.set_item("forces", forces)?;
     let vir: Vec<f64> = out.virial.iter().flat_map(|r| r.iter().copied()).collect();
     d.set_item("virial", PyArray1::from_vec(py, vir).reshape([3, 3])?)?;
     d.set_item("dedm", out.dedm.into_pyarray(py))?;
-    if !out.param_grad.is_empty() {
-        d.set_item("param_gradient", out.param_grad.into_pyarray(py))?;
-    }
-    d.set_item("n_close_atoms", out.n_close_atoms)?;
-    d.set_item("n_moments_outside", out.n_moments_outside)?;
-    d.set_item("n_pairs", out.n_pairs)?;
     Ok(d)
 }
 
@@ -143,7 +146,7 @@ impl CorePotential {
     }
 
     /// Evaluate one configuration; returns a dict of numpy arrays.
-    #[pyo3(signature = (cell, pbc, positions, types, moments, symmetrize=true, param_grad=true))]
+    #[pyo3(signature = (cell, pbc, positions, types, moments, symmetrize=true, param_grad=true, forces=true))]
     #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
         &self,
@@ -155,17 +158,18 @@ impl CorePotential {
         moments: PyReadonlyArray1<f64>,
         symmetrize: bool,
         param_grad: bool,
+        forces: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let cfg = make_config(cell, pbc, positions, types, moments)?;
-        let opts = EvalOptions { symmetrize, param_grad };
+        let opts = EvalOptions { symmetrize, param_grad, forces };
         let pot = &self.inner;
         let out = py.detach(|| threads::install(|| pot.evaluate(&cfg, opts))).map_err(to_py)?;
-        output_dict(py, out)
+        output_dict(py, out, forces)
     }
 
     /// Evaluate many configurations in parallel: `configs` is a list of
     /// (cell, pbc, positions, types, moments) tuples; returns a list of dicts.
-    #[pyo3(signature = (configs, symmetrize=true, param_grad=false))]
+    #[pyo3(signature = (configs, symmetrize=true, param_grad=false, forces=true))]
     #[allow(clippy::type_complexity)]
     fn evaluate_many<'py>(
         &self,
@@ -179,6 +183,7 @@ impl CorePotential {
         )>,
         symmetrize: bool,
         param_grad: bool,
+        forces: bool,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let mut cfgs = Vec::with_capacity(configs.len());
         for (k, (c, p, x, t, m)) in configs.into_iter().enumerate() {
@@ -186,13 +191,13 @@ impl CorePotential {
                 MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
             })?);
         }
-        let opts = EvalOptions { symmetrize, param_grad };
+        let opts = EvalOptions { symmetrize, param_grad, forces };
         let pot = &self.inner;
         let outs = py.detach(|| threads::install(|| pot.evaluate_many(&cfgs, opts)));
         let mut res = Vec::with_capacity(outs.len());
         for (k, o) in outs.into_iter().enumerate() {
             let o = o.map_err(|e| MMTPError::new_err(format!("configuration {k}: {e}")))?;
-            res.push(output_dict(py, o)?);
+            res.push(output_dict(py, o, forces)?);
         }
         Ok(res)
     }
