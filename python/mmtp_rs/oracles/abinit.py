@@ -107,8 +107,9 @@ def read_pseudo_header(path: str | Path) -> tuple[int, bool]:
         ) from None
     if not (1 <= z <= 118 and abs(z - round(z)) < 1e-6):
         raise OracleSetupError(f"pseudopotential {path}: implausible atomic number {z}")
-    is_paw = "paw" in path.name.lower() or "pspcod" in head and re.search(r"^\s*7\s", lines[2] if len(lines) > 2 else "")
-    return int(round(z)), bool(is_paw)
+    # ABINIT's own PAW format has pspcod = 7 as the first number of line 3
+    is_paw = "paw" in path.name.lower() or (len(lines) > 2 and lines[2].split()[:1] == ["7"])
+    return int(round(z)), is_paw
 
 
 # --------------------------------------------------------------------- parsing

@@ -303,7 +303,7 @@ class ReferenceModel:
         bad = np.flatnonzero(~np.all(np.isfinite(pos), axis=1))
         if bad.size:
             raise ValueError(f"position of atom {bad[0]} is not finite: {pos[bad[0]]}")
-        if np.any(atoms.pbc) and abs(atoms.cell.volume) < 1e-12 and atoms.pbc.all():
+        if atoms.pbc.all() and abs(atoms.cell.volume) < 1e-12:
             raise ValueError("periodic cell has zero volume")
 
     def _geometry(self, atoms: Atoms):
