@@ -1173,11 +1173,11 @@ alpha_moment_mapping = {0, 35, 45, 46, 47, 57, 61, 62, 63, 64, 65, 66, 67, 68, 6
     }
 
     /// Level 16 against MLIP-3's file, read from `$MMTP_MLIP3_DIR/mag_lev16_CrN.mtp`
-    /// (default `/work/shared/external/mlip3`); skipped when the file is absent.
+    /// (default: the `shared/external/mlip3` folder beside the repository); skipped when absent.
     #[test]
     fn equals_mlip_level_16_if_file_present() {
         let dir = std::env::var("MMTP_MLIP3_DIR")
-            .unwrap_or_else(|_| "/work/shared/external/mlip3".to_string());
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/external/mlip3").to_string());
         let text = match std::fs::read_to_string(format!("{dir}/mag_lev16_CrN.mtp")) {
             Ok(t) => t,
             Err(_) => {

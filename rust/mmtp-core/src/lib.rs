@@ -5,6 +5,7 @@
 //! * [`model`]: the magnetic Moment Tensor Potential and all its derivatives;
 //! * [`threads`]: the thread pool (size from `MMTP_NUM_THREADS`, fork-safe).
 
+pub mod basis_gen;
 pub mod chebyshev;
 pub mod error;
 pub mod model;

@@ -113,11 +113,118 @@ pub struct Potential {
     /// Number of radial functions K.
     pub n_radial: usize,
     params: Vec<f64>,
-    // derived from the tables
+    /// radial coefficients re-laid as [pair][zeta][mu, beta, gamma] for the kernel
+    ct: Vec<f64>,
+    layout: Layout,
+}
+
+/// How the basic moments are computed: the angular monomials of every degree
+/// up to the largest used, in a canonical order, and the basic moments
+/// grouped into blocks `(mu, first monomial, length)` that are contiguous in
+/// both the monomial list and an internal ordering of the basic moments. When
+/// every (mu, nu) group of the tables holds all components of degree nu (true
+/// for MLIP's and our bases) the blocks are whole degrees and the inner loops
+/// are contiguous; otherwise each basic moment is its own block.
+#[derive(Clone, Debug)]
+struct Layout {
     monos: Vec<[usize; 3]>,
-    basic_mono: Vec<usize>,
-    basic_mu: Vec<usize>,
+    mono_deg: Vec<f64>,
+    /// for each monomial, the index of the monomial with one power less in
+    /// x, y, z (or the always-zero slot `monos.len()` if that power is 0)
+    lower: Vec<[usize; 3]>,
+    /// the exponents as floats (derivative factors)
+    expo: Vec<[f64; 3]>,
     max_pow: usize,
+    /// (mu, first monomial, length, first internal basic index)
+    blocks: Vec<(usize, usize, usize, usize)>,
+    /// internal basic index -> index in the tables
+    perm: Vec<usize>,
+}
+
+impl Layout {
+    fn new(basic: &[[usize; 4]]) -> Self {
+        let max_deg = basic.iter().map(|b| b[1] + b[2] + b[3]).max().unwrap_or(0);
+        let mut monos = Vec::new();
+        let mut deg_start = Vec::new();
+        for nu in 0..=max_deg {
+            deg_start.push(monos.len());
+            for a in (0..=nu).rev() {
+                for b in (0..=nu - a).rev() {
+                    monos.push([a, b, nu - a - b]);
+                }
+            }
+        }
+        let mono_index = |e: [usize; 3]| -> usize {
+            let nu = e[0] + e[1] + e[2];
+            // position within degree nu of (a, b, c) in the order above
+            let a = e[0];
+            let before: usize = (a + 1..=nu).map(|aa| nu - aa + 1).sum();
+            deg_start[nu] + before + (nu - a - e[1])
+        };
+        // group by (mu, nu) and check completeness
+        let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+        for (k, b) in basic.iter().enumerate() {
+            let key = (b[0], b[1] + b[2] + b[3]);
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(k),
+                None => groups.push((key, vec![k])),
+            }
+        }
+        let complete = groups.iter().all(|((_, nu), ks)| {
+            let mut seen = vec![false; (nu + 1) * (nu + 2) / 2];
+            for &k in ks {
+                let b = basic[k];
+                let q = mono_index([b[1], b[2], b[3]]) - deg_start[*nu];
+                if seen[q] {
+                    return false;
+                }
+                seen[q] = true;
+            }
+            seen.iter().all(|x| *x)
+        });
+        let mut blocks = Vec::new();
+        let mut perm = Vec::with_capacity(basic.len());
+        if complete {
+            groups.sort_by_key(|g| g.0);
+            for ((mu, nu), ks) in &groups {
+                let mut ks = ks.clone();
+                ks.sort_by_key(|&k| mono_index([basic[k][1], basic[k][2], basic[k][3]]));
+                let ms = deg_start[*nu];
+                let bs = perm.len();
+                // extend the previous block when it continues seamlessly
+                match blocks.last_mut() {
+                    Some((pmu, pms, plen, pbs)) if *pmu == *mu && *pms + *plen == ms && *pbs + *plen == bs => {
+                        *plen += ks.len();
+                    }
+                    _ => blocks.push((*mu, ms, ks.len(), bs)),
+                }
+                perm.extend(ks);
+            }
+        } else {
+            for (k, b) in basic.iter().enumerate() {
+                blocks.push((b[0], mono_index([b[1], b[2], b[3]]), 1, perm.len()));
+                perm.push(k);
+            }
+        }
+        let mono_deg = monos.iter().map(|e| (e[0] + e[1] + e[2]) as f64).collect();
+        let zero = monos.len();
+        let lower = monos
+            .iter()
+            .map(|e| {
+                let mut l = [zero; 3];
+                for a in 0..3 {
+                    if e[a] > 0 {
+                        let mut d = *e;
+                        d[a] -= 1;
+                        l[a] = mono_index(d);
+                    }
+                }
+                l
+            })
+            .collect();
+        let expo = monos.iter().map(|e| [e[0] as f64, e[1] as f64, e[2] as f64]).collect();
+        Layout { monos, mono_deg, lower, expo, max_pow: max_deg, blocks, perm }
+    }
 }
 
 /// One configuration.
@@ -235,23 +342,7 @@ impl Potential {
                 "basis too large: at most 64 radial functions and tensor rank 31".into(),
             ));
         }
-        let mut monos: Vec<[usize; 3]> = Vec::new();
-        let mut basic_mono = Vec::with_capacity(tables.basic.len());
-        let mut basic_mu = Vec::with_capacity(tables.basic.len());
-        let mut max_pow = 0;
-        for b in &tables.basic {
-            let m = [b[1], b[2], b[3]];
-            max_pow = max_pow.max(b[1]).max(b[2]).max(b[3]);
-            let idx = match monos.iter().position(|x| *x == m) {
-                Some(p) => p,
-                None => {
-                    monos.push(m);
-                    monos.len() - 1
-                }
-            };
-            basic_mono.push(idx);
-            basic_mu.push(b[0]);
-        }
+        let layout = Layout::new(&tables.basic);
         let mut pot = Potential {
             n_species,
             scaling,
@@ -264,10 +355,8 @@ impl Potential {
             tables,
             n_radial,
             params: Vec::new(),
-            monos,
-            basic_mono,
-            basic_mu,
-            max_pow,
+            ct: Vec::new(),
+            layout,
         };
         pot.set_params(params)?;
         Ok(pot)
@@ -298,6 +387,19 @@ impl Potential {
             return Err(MmtpError::Value(format!("parameter {k} is not finite: {}", params[k])));
         }
         self.params = params;
+        let (c, kr, p, mm) = (self.n_species, self.n_radial, self.n_phi, self.n_psi * self.n_psi);
+        let block = kr * p * mm;
+        let mut ct = vec![0.0; c * c * block];
+        for pair in 0..c * c {
+            for mu in 0..kr {
+                for z in 0..p {
+                    for t in 0..mm {
+                        ct[pair * block + z * kr * mm + mu * mm + t] = self.params[pair * block + (mu * p + z) * mm + t];
+                    }
+                }
+            }
+        }
+        self.ct = ct;
         Ok(())
     }
     fn species_offset(&self) -> usize {
@@ -364,9 +466,7 @@ impl Potential {
             .fold(
                 || (Acc::new(n, np), Scratch::new(self)),
                 |(mut acc, mut sc), i| {
-                    for &s in signs {
-                        self.atom(cfg, nl, i, s, weight, opts, &mut sc, &mut acc);
-                    }
+                    self.atom(cfg, nl, i, signs, weight, opts, &mut sc, &mut acc);
                     (acc, sc)
                 },
             )
@@ -412,260 +512,341 @@ impl Potential {
         }
     }
 
-    /// Site energy of atom `i` and its contributions to all derivatives,
-    /// for moments multiplied by `sign`, scaled by `w`.
+    /// Site energy of atom `i` (for each sign of the moments in `signs`,
+    /// each weighted by `w`) and its contributions to all derivatives. The
+    /// geometry (radial basis contracted with the coefficients, angular
+    /// monomials) is shared by both signs, and the force back-propagation
+    /// through the angular part is done once.
     #[allow(clippy::too_many_arguments)]
     fn atom(
         &self,
         cfg: &Config,
         nl: &NeighborList,
         i: usize,
-        sign: f64,
+        signs: &[f64],
         w: f64,
         opts: EvalOptions,
         sc: &mut Scratch,
         acc: &mut Acc,
     ) {
+        let lay = &self.layout;
         let c_ = self.n_species;
         let kr = self.n_radial;
         let p_ = self.n_phi;
         let m_ = self.n_psi;
-        let nmono = self.monos.len();
-        let nbasic = self.tables.basic.len();
+        let mm = m_ * m_;
+        let nmono = lay.monos.len();
+        let ms1 = nmono + 1; // monomials per neighbour plus a zero slot
+        let nbasic = lay.perm.len();
         let zi = cfg.types[i];
         let range = nl.range(i);
         let nn = range.len();
+        let mp1 = lay.max_pow + 1;
         sc.ensure(nn, self);
+        let backward = opts.forces || opts.param_grad;
+        let block = kr * p_ * mm;
 
-        // magnetic basis of the central atom
-        let mi = sign * cfg.moments[i];
-        let (psi_scale_i, yi) = mag_arg(self, zi, mi);
-        cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
-        for b in 0..m_ {
-            sc.dpsi_i[b] *= psi_scale_i;
-        }
-        // contract the central atom's magnetic index: ceff[zj][mu][zeta][gamma]
-        let block = kr * p_ * m_ * m_;
-        for zj in 0..c_ {
-            let base = (zi * c_ + zj) * block;
-            for mu in 0..kr {
-                for zeta in 0..p_ {
-                    let cb = base + (mu * p_ + zeta) * m_ * m_;
-                    let o = ((zj * kr + mu) * p_ + zeta) * m_;
-                    for g in 0..m_ {
-                        let mut s0 = 0.0;
-                        let mut s1 = 0.0;
-                        for b in 0..m_ {
-                            let c = self.params[cb + b * m_ + g];
-                            s0 += c * sc.psi_i[b];
-                            s1 += c * sc.dpsi_i[b];
-                        }
-                        sc.ceff[o + g] = s0;
-                        sc.ceffd[o + g] = s1;
-                    }
-                }
-            }
-        }
-
+        // ---- geometry, shared by both signs
         let rc = self.max_dist;
         let rmin = self.min_dist;
         let xs = 2.0 / (rc - rmin);
         let mut tbuf = [0.0f64; 64];
         let mut dtbuf = [0.0f64; 64];
-        let mut pj = [0.0f64; 64];
-        let mut dpj = [0.0f64; 64];
+        let mut phi = [0.0f64; 64];
+        let mut dphi = [0.0f64; 64];
         for (n, k) in range.clone().enumerate() {
             let v = nl.vec[k];
-            let j = nl.index[k];
-            let zj = cfg.types[j];
+            let zj = cfg.types[nl.index[k]];
             let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
             let x = (2.0 * r - (rmin + rc)) / (rc - rmin);
-            let t = &mut tbuf[..p_];
-            let dt = &mut dtbuf[..p_];
-            cheb_with_deriv(x, t, dt);
+            cheb_with_deriv(x, &mut tbuf[..p_], &mut dtbuf[..p_]);
             let d = rc - r;
-            let phi = &mut sc.phi[n * p_..(n + 1) * p_];
-            let dphi = &mut sc.dphi[n * p_..(n + 1) * p_];
             for z in 0..p_ {
-                phi[z] = self.scaling * t[z] * d * d;
-                dphi[z] = self.scaling * (dt[z] * xs * d * d - 2.0 * t[z] * d);
+                phi[z] = self.scaling * tbuf[z] * d * d;
+                dphi[z] = self.scaling * (dtbuf[z] * xs * d * d - 2.0 * tbuf[z] * d);
             }
-            let mj = sign * cfg.moments[j];
-            let (sj, yj) = mag_arg(self, zj, mj);
-            cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
-            for g in 0..m_ {
-                dpj[g] *= sj;
-            }
-            sc.psi_j[n * m_..(n + 1) * m_].copy_from_slice(&pj[..m_]);
-            // radial functions and their derivatives
-            for mu in 0..kr {
-                let o = ((zj * kr + mu) * p_) * m_;
-                let (mut f, mut fr, mut fmj, mut fmi) = (0.0, 0.0, 0.0, 0.0);
-                for z in 0..p_ {
-                    let ce = &sc.ceff[o + z * m_..o + (z + 1) * m_];
-                    let cd = &sc.ceffd[o + z * m_..o + (z + 1) * m_];
-                    let (mut a, mut ad, mut am) = (0.0, 0.0, 0.0);
-                    for g in 0..m_ {
-                        a += ce[g] * pj[g];
-                        ad += ce[g] * dpj[g];
-                        am += cd[g] * pj[g];
-                    }
-                    f += phi[z] * a;
-                    fr += dphi[z] * a;
-                    fmj += phi[z] * ad;
-                    fmi += phi[z] * am;
+            sc.phi[n * p_..(n + 1) * p_].copy_from_slice(&phi[..p_]);
+            // H[mu][beta gamma] = sum_zeta c[zi zj mu zeta beta gamma] phi_zeta (and with dphi)
+            let kmm = kr * mm;
+            let cpair = &self.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
+            let h = &mut sc.h[n * kmm..(n + 1) * kmm];
+            h.fill(0.0);
+            for z in 0..p_ {
+                let c = &cpair[z * kmm..(z + 1) * kmm];
+                let pz = phi[z];
+                for t in 0..kmm {
+                    h[t] += c[t] * pz;
                 }
-                sc.f[n * kr + mu] = f;
-                sc.fr[n * kr + mu] = fr;
-                sc.fmj[n * kr + mu] = fmj;
-                sc.fmi[n * kr + mu] = fmi;
             }
-            // angular monomials and their gradients
+            if opts.forces {
+                let hd = &mut sc.hd[n * kmm..(n + 1) * kmm];
+                hd.fill(0.0);
+                for z in 0..p_ {
+                    let c = &cpair[z * kmm..(z + 1) * kmm];
+                    let pz = dphi[z];
+                    for t in 0..kmm {
+                        hd[t] += c[t] * pz;
+                    }
+                }
+            }
             let inv_r = 1.0 / r;
             let u = [v[0] * inv_r, v[1] * inv_r, v[2] * inv_r];
-            let mp = self.max_pow;
+            sc.unit[n] = u;
+            sc.inv_r[n] = inv_r;
             let mut pw = [[1.0f64; 32]; 3];
             for a in 0..3 {
-                for e in 1..=mp {
+                for e in 1..mp1 {
                     pw[a][e] = pw[a][e - 1] * u[a];
                 }
             }
-            let mono = &mut sc.mono[n * nmono..(n + 1) * nmono];
-            let dmono = &mut sc.dmono[n * nmono * 3..(n + 1) * nmono * 3];
-            for (q, e) in self.monos.iter().enumerate() {
-                let val = pw[0][e[0]] * pw[1][e[1]] * pw[2][e[2]];
-                mono[q] = val;
-                let deg = (e[0] + e[1] + e[2]) as f64;
-                for a in 0..3 {
-                    let ea = e[a];
-                    let part = if ea == 0 {
-                        0.0
-                    } else {
-                        let mut p = ea as f64;
-                        for b in 0..3 {
-                            p *= if b == a { pw[b][ea - 1] } else { pw[b][e[b]] };
-                        }
-                        p
-                    };
-                    dmono[q * 3 + a] = (part - deg * val * u[a]) * inv_r;
+            let mono = &mut sc.mono[n * ms1..(n + 1) * ms1];
+            for (q, e) in lay.monos.iter().enumerate() {
+                mono[q] = pw[0][e[0]] * pw[1][e[1]] * pw[2][e[2]];
+            }
+            mono[nmono] = 0.0;
+        }
+        if opts.forces {
+            sc.wq[..nn * nmono].fill(0.0);
+            sc.radial_g[..nn].fill(0.0);
+        }
+        if opts.param_grad {
+            sc.gpair[..nn * kr * mm].fill(0.0);
+        }
+
+        for &sign in signs {
+            let mi = sign * cfg.moments[i];
+            let (psi_scale_i, yi) = mag_arg(self, zi, mi);
+            cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
+            for b in 0..m_ {
+                sc.dpsi_i[b] *= psi_scale_i;
+            }
+            // radial functions of every neighbour
+            let mut pj = [0.0f64; 64];
+            let mut dpj = [0.0f64; 64];
+            for (n, k) in range.clone().enumerate() {
+                let j = nl.index[k];
+                let zj = cfg.types[j];
+                let mj = sign * cfg.moments[j];
+                let (sj, yj) = mag_arg(self, zj, mj);
+                cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
+                for g in 0..m_ {
+                    dpj[g] *= sj;
                 }
-            }
-        }
-        // basic moments
-        let mom = &mut sc.moments;
-        for x in mom.iter_mut() {
-            *x = 0.0;
-        }
-        for n in 0..nn {
-            let f = &sc.f[n * kr..(n + 1) * kr];
-            let mono = &sc.mono[n * nmono..(n + 1) * nmono];
-            for k in 0..nbasic {
-                mom[k] += f[self.basic_mu[k]] * mono[self.basic_mono[k]];
-            }
-        }
-        for &(a, b, mult, k) in &self.tables.times {
-            mom[k] += mult * mom[a] * mom[b];
-        }
-        let xi = &self.params[self.moment_offset()..];
-        let mut site = self.params[self.species_offset() + zi];
-        for (al, &s) in self.tables.scalars.iter().enumerate() {
-            site += xi[al] * mom[s];
-        }
-        acc.site[i] += w * site;
-        let want_grad = opts.param_grad;
-        if want_grad {
-            let so = self.species_offset();
-            let mo = self.moment_offset();
-            acc.grad[so + zi] += w;
-            for (al, &s) in self.tables.scalars.iter().enumerate() {
-                acc.grad[mo + al] += w * mom[s];
-            }
-        }
-        if !opts.forces && !want_grad {
-            return;
-        }
-        // adjoints
-        let dm = &mut sc.dmom;
-        for x in dm.iter_mut() {
-            *x = 0.0;
-        }
-        for (al, &s) in self.tables.scalars.iter().enumerate() {
-            dm[s] += xi[al];
-        }
-        for &(a, b, mult, k) in self.tables.times.iter().rev() {
-            let g = dm[k] * mult;
-            if g != 0.0 {
-                dm[a] += g * mom[b];
-                dm[b] += g * mom[a];
-            }
-        }
-        let mut dedmi = 0.0;
-        let mut g = [0.0f64; 64];
-        for (n, k) in range.enumerate() {
-            let v = nl.vec[k];
-            let j = nl.index[k];
-            let zj = cfg.types[j];
-            let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-            let mono = &sc.mono[n * nmono..(n + 1) * nmono];
-            let dmono = &sc.dmono[n * nmono * 3..(n + 1) * nmono * 3];
-            let f = &sc.f[n * kr..(n + 1) * kr];
-            for x in g[..kr].iter_mut() {
-                *x = 0.0;
-            }
-            let mut gv = [0.0f64; 3];
-            for kb in 0..nbasic {
-                let a = dm[kb];
-                let q = self.basic_mono[kb];
-                let mu = self.basic_mu[kb];
-                g[mu] += a * mono[q];
-                let af = a * f[mu];
-                gv[0] += af * dmono[q * 3];
-                gv[1] += af * dmono[q * 3 + 1];
-                gv[2] += af * dmono[q * 3 + 2];
-            }
-            let mut gr = 0.0;
-            let mut gmj = 0.0;
-            for mu in 0..kr {
-                gr += g[mu] * sc.fr[n * kr + mu];
-                gmj += g[mu] * sc.fmj[n * kr + mu];
-                dedmi += g[mu] * sc.fmi[n * kr + mu];
-            }
-            let inv_r = 1.0 / r;
-            for a in 0..3 {
-                gv[a] += gr * v[a] * inv_r;
-            }
-            // dE/dr_j += dV/dv ; dE/dr_i -= dV/dv
-            for a in 0..3 {
-                acc.dedr[j][a] += w * gv[a];
-                acc.dedr[i][a] -= w * gv[a];
-                for b in 0..3 {
-                    acc.virial[a][b] -= w * gv[a] * v[b];
-                }
-            }
-            acc.dedm[j] += w * sign * gmj;
-            if want_grad {
-                let phi = &sc.phi[n * p_..(n + 1) * p_];
-                let pj = &sc.psi_j[n * m_..(n + 1) * m_];
-                let base = (zi * c_ + zj) * block;
+                sc.psi_j[n * m_..(n + 1) * m_].copy_from_slice(&pj[..m_]);
+                let h = &sc.h[n * kr * mm..(n + 1) * kr * mm];
                 for mu in 0..kr {
-                    let gm = w * g[mu];
-                    if gm == 0.0 {
-                        continue;
+                    let hm = &h[mu * mm..(mu + 1) * mm];
+                    let mut f = 0.0;
+                    let mut fmj = 0.0;
+                    let mut fmi = 0.0;
+                    for b in 0..m_ {
+                        let mut a = 0.0;
+                        let mut ad = 0.0;
+                        for g in 0..m_ {
+                            a += hm[b * m_ + g] * pj[g];
+                            ad += hm[b * m_ + g] * dpj[g];
+                        }
+                        f += sc.psi_i[b] * a;
+                        fmj += sc.psi_i[b] * ad;
+                        fmi += sc.dpsi_i[b] * a;
                     }
-                    for z in 0..p_ {
-                        let gz = gm * phi[z];
-                        let cb = base + (mu * p_ + z) * m_ * m_;
+                    sc.f[n * kr + mu] = f;
+                    sc.fmj[n * kr + mu] = fmj;
+                    sc.fmi[n * kr + mu] = fmi;
+                }
+                if opts.forces {
+                    let hd = &sc.hd[n * kr * mm..(n + 1) * kr * mm];
+                    for mu in 0..kr {
+                        let hm = &hd[mu * mm..(mu + 1) * mm];
+                        let mut fr = 0.0;
                         for b in 0..m_ {
-                            let gb = gz * sc.psi_i[b];
+                            let mut a = 0.0;
+                            for g in 0..m_ {
+                                a += hm[b * m_ + g] * pj[g];
+                            }
+                            fr += sc.psi_i[b] * a;
+                        }
+                        sc.fr[n * kr + mu] = fr;
+                    }
+                }
+            }
+            // basic moments (internal order), products, site energy
+            let bm = &mut sc.bm;
+            bm.fill(0.0);
+            for n in 0..nn {
+                let f = &sc.f[n * kr..(n + 1) * kr];
+                let mono = &sc.mono[n * ms1..(n + 1) * ms1];
+                for &(mu, ms, len, bs) in &lay.blocks {
+                    let fm = f[mu];
+                    let dst = &mut bm[bs..bs + len];
+                    let src = &mono[ms..ms + len];
+                    for t in 0..len {
+                        dst[t] += fm * src[t];
+                    }
+                }
+            }
+            let mom = &mut sc.moments;
+            for (t, &kb) in lay.perm.iter().enumerate() {
+                mom[kb] = bm[t];
+            }
+            mom[nbasic..].fill(0.0);
+            debug_assert!(mom.len() == self.tables.n_moments);
+            for &(a, b, mult, k) in &self.tables.times {
+                // SAFETY: Tables::validate checked every index against n_moments = mom.len()
+                unsafe {
+                    let v = mult * *mom.get_unchecked(a) * *mom.get_unchecked(b);
+                    *mom.get_unchecked_mut(k) += v;
+                }
+            }
+            let xi = &self.params[self.moment_offset()..];
+            let mut site = self.params[self.species_offset() + zi];
+            for (al, &s) in self.tables.scalars.iter().enumerate() {
+                site += xi[al] * mom[s];
+            }
+            acc.site[i] += w * site;
+            if opts.param_grad {
+                let so = self.species_offset();
+                let mo = self.moment_offset();
+                acc.grad[so + zi] += w;
+                for (al, &s) in self.tables.scalars.iter().enumerate() {
+                    acc.grad[mo + al] += w * mom[s];
+                }
+            }
+            if !backward {
+                continue;
+            }
+            // adjoints of all moments
+            let dm = &mut sc.dmom;
+            dm.fill(0.0);
+            for (al, &s) in self.tables.scalars.iter().enumerate() {
+                dm[s] += xi[al];
+            }
+            debug_assert!(dm.len() == self.tables.n_moments);
+            for &(a, b, mult, k) in self.tables.times.iter().rev() {
+                // SAFETY: Tables::validate checked every index against n_moments = dm.len() = mom.len()
+                unsafe {
+                    let g = *dm.get_unchecked(k) * mult;
+                    *dm.get_unchecked_mut(a) += g * *mom.get_unchecked(b);
+                    *dm.get_unchecked_mut(b) += g * *mom.get_unchecked(a);
+                }
+            }
+            let dbm = &mut sc.dbm;
+            for (t, &kb) in lay.perm.iter().enumerate() {
+                dbm[t] = dm[kb];
+            }
+            let mut dedmi = 0.0;
+            let mut g = [0.0f64; 64];
+            for (n, k) in range.clone().enumerate() {
+                let j = nl.index[k];
+                let mono = &sc.mono[n * ms1..(n + 1) * ms1];
+                let f = &sc.f[n * kr..(n + 1) * kr];
+                g[..kr].fill(0.0);
+                if opts.forces {
+                    let wq = &mut sc.wq[n * nmono..(n + 1) * nmono];
+                    for &(mu, ms, len, bs) in &lay.blocks {
+                        let src = &mono[ms..ms + len];
+                        let d = &dbm[bs..bs + len];
+                        let wf = w * f[mu];
+                        let dstq = &mut wq[ms..ms + len];
+                        let mut dot = 0.0;
+                        for t in 0..len {
+                            dot += d[t] * src[t];
+                            dstq[t] += wf * d[t];
+                        }
+                        g[mu] += dot;
+                    }
+                    let mut gr = 0.0;
+                    let mut gmj = 0.0;
+                    for mu in 0..kr {
+                        gr += g[mu] * sc.fr[n * kr + mu];
+                        gmj += g[mu] * sc.fmj[n * kr + mu];
+                        dedmi += g[mu] * sc.fmi[n * kr + mu];
+                    }
+                    sc.radial_g[n] += w * gr;
+                    acc.dedm[j] += w * sign * gmj;
+                } else {
+                    for &(mu, ms, len, bs) in &lay.blocks {
+                        let src = &mono[ms..ms + len];
+                        let d = &dbm[bs..bs + len];
+                        let mut dot = 0.0;
+                        for t in 0..len {
+                            dot += d[t] * src[t];
+                        }
+                        g[mu] += dot;
+                    }
+                }
+                if opts.param_grad {
+                    let pjn = &sc.psi_j[n * m_..(n + 1) * m_];
+                    let gp = &mut sc.gpair[n * kr * mm..(n + 1) * kr * mm];
+                    for mu in 0..kr {
+                        let gm = w * g[mu];
+                        for b in 0..m_ {
+                            let gb = gm * sc.psi_i[b];
                             for gg in 0..m_ {
-                                acc.grad[cb + b * m_ + gg] += gb * pj[gg];
+                                gp[mu * mm + b * m_ + gg] += gb * pjn[gg];
                             }
                         }
                     }
                 }
             }
+            if opts.forces {
+                acc.dedm[i] += w * sign * dedmi;
+            }
         }
-        acc.dedm[i] += w * sign * dedmi;
+        if opts.param_grad {
+            // dE/dc[zi zj mu zeta beta gamma] = sum over signs of w g_mu psi_i psi_j, times phi_zeta
+            for (n, k) in range.clone().enumerate() {
+                let zj = cfg.types[nl.index[k]];
+                let phi = &sc.phi[n * p_..(n + 1) * p_];
+                let gp = &sc.gpair[n * kr * mm..(n + 1) * kr * mm];
+                let dst = &mut acc.grad[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
+                for mu in 0..kr {
+                    let gm = &gp[mu * mm..(mu + 1) * mm];
+                    for z in 0..p_ {
+                        let pz = phi[z];
+                        let d = &mut dst[(mu * p_ + z) * mm..(mu * p_ + z + 1) * mm];
+                        for t in 0..mm {
+                            d[t] += pz * gm[t];
+                        }
+                    }
+                }
+            }
+        }
+        if !opts.forces {
+            return;
+        }
+        // ---- forces and virial: one pass through the angular gradients
+        for (n, k) in range.enumerate() {
+            let j = nl.index[k];
+            let v = nl.vec[k];
+            let u = sc.unit[n];
+            let inv_r = sc.inv_r[n];
+            let wq = &sc.wq[n * nmono..(n + 1) * nmono];
+            let mono = &sc.mono[n * ms1..(n + 1) * ms1];
+            let (mut sx, mut sy, mut sz, mut sd) = (0.0, 0.0, 0.0, 0.0);
+            for q in 0..nmono {
+                let wv = wq[q];
+                let l = lay.lower[q];
+                let e = lay.expo[q];
+                sx += wv * e[0] * mono[l[0]];
+                sy += wv * e[1] * mono[l[1]];
+                sz += wv * e[2] * mono[l[2]];
+                sd += wv * lay.mono_deg[q] * mono[q];
+            }
+            let radial = sc.radial_g[n] - sd * inv_r;
+            let gv = [
+                sx * inv_r + radial * u[0],
+                sy * inv_r + radial * u[1],
+                sz * inv_r + radial * u[2],
+            ];
+            for a in 0..3 {
+                acc.dedr[j][a] += gv[a];
+                acc.dedr[i][a] -= gv[a];
+                for b in 0..3 {
+                    acc.virial[a][b] -= gv[a] * v[b];
+                }
+            }
+        }
     }
 }
 
@@ -718,39 +899,49 @@ struct Scratch {
     cap: usize,
     psi_i: Vec<f64>,
     dpsi_i: Vec<f64>,
-    ceff: Vec<f64>,
-    ceffd: Vec<f64>,
     phi: Vec<f64>,
-    dphi: Vec<f64>,
+    h: Vec<f64>,
+    hd: Vec<f64>,
+    gpair: Vec<f64>,
     psi_j: Vec<f64>,
     f: Vec<f64>,
     fr: Vec<f64>,
     fmj: Vec<f64>,
     fmi: Vec<f64>,
     mono: Vec<f64>,
-    dmono: Vec<f64>,
+    unit: Vec<[f64; 3]>,
+    inv_r: Vec<f64>,
+    wq: Vec<f64>,
+    radial_g: Vec<f64>,
+    bm: Vec<f64>,
+    dbm: Vec<f64>,
     moments: Vec<f64>,
     dmom: Vec<f64>,
 }
 
 impl Scratch {
     fn new(p: &Potential) -> Self {
-        let cm = p.n_species * p.n_radial * p.n_phi * p.n_psi;
+        let nb = p.layout.perm.len();
         Scratch {
             cap: 0,
             psi_i: vec![0.0; p.n_psi],
             dpsi_i: vec![0.0; p.n_psi],
-            ceff: vec![0.0; cm],
-            ceffd: vec![0.0; cm],
             phi: vec![],
-            dphi: vec![],
+            h: vec![],
+            hd: vec![],
+            gpair: vec![],
             psi_j: vec![],
             f: vec![],
             fr: vec![],
             fmj: vec![],
             fmi: vec![],
             mono: vec![],
-            dmono: vec![],
+            unit: vec![],
+            inv_r: vec![],
+            wq: vec![],
+            radial_g: vec![],
+            bm: vec![0.0; nb],
+            dbm: vec![0.0; nb],
             moments: vec![0.0; p.tables.n_moments],
             dmom: vec![0.0; p.tables.n_moments],
         }
@@ -761,15 +952,20 @@ impl Scratch {
         }
         let nn = nn.max(2 * self.cap);
         self.cap = nn;
-        let (kr, pp, mm, nm) = (p.n_radial, p.n_phi, p.n_psi, p.monos.len());
+        let (kr, pp, mm, nm) = (p.n_radial, p.n_phi, p.n_psi, p.layout.monos.len());
         self.phi.resize(nn * pp, 0.0);
-        self.dphi.resize(nn * pp, 0.0);
+        self.h.resize(nn * kr * mm * mm, 0.0);
+        self.hd.resize(nn * kr * mm * mm, 0.0);
+        self.gpair.resize(nn * kr * mm * mm, 0.0);
         self.psi_j.resize(nn * mm, 0.0);
         self.f.resize(nn * kr, 0.0);
         self.fr.resize(nn * kr, 0.0);
         self.fmj.resize(nn * kr, 0.0);
         self.fmi.resize(nn * kr, 0.0);
-        self.mono.resize(nn * nm, 0.0);
-        self.dmono.resize(nn * nm * 3, 0.0);
+        self.mono.resize(nn * (nm + 1), 0.0);
+        self.unit.resize(nn, [0.0; 3]);
+        self.inv_r.resize(nn, 0.0);
+        self.wq.resize(nn * nm, 0.0);
+        self.radial_g.resize(nn, 0.0);
     }
 }

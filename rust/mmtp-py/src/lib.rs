@@ -232,6 +232,20 @@ fn neighbor_list<'py>(
     ))
 }
 
+/// Basis tables of an MTP level: dict with basic, times, n_moments, scalars, n_radial.
+#[pyfunction]
+fn generate_basis<'py>(py: Python<'py>, level: usize) -> PyResult<Bound<'py, PyDict>> {
+    let t = mmtp_core::basis_gen::generate(level).map_err(MMTPError::new_err)?;
+    let d = PyDict::new(py);
+    d.set_item("basic", t.basic.clone())?;
+    let times: Vec<(usize, usize, f64, usize)> = t.times.iter().map(|&(i, j, m, k)| (i, j, m as f64, k)).collect();
+    d.set_item("times", times)?;
+    d.set_item("n_moments", t.n_moments)?;
+    d.set_item("scalars", t.scalars.clone())?;
+    d.set_item("n_radial", t.n_radial)?;
+    Ok(d)
+}
+
 /// Set the number of worker threads (>= 1).
 #[pyfunction]
 fn set_num_threads(n: usize) -> PyResult<()> {
@@ -253,6 +267,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CorePotential>()?;
     m.add_function(wrap_pyfunction!(neighbor_list, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(generate_basis, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("MMTPError", m.py().get_type::<MMTPError>())?;
     let _ = model::Tables::n_radial; // keep the model module linked in docs
