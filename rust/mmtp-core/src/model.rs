@@ -458,6 +458,7 @@ impl Potential {
         let signs: &[f64] = if opts.symmetrize { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let np = if opts.param_grad { self.n_params() } else { 0 };
+        let simd = simd_available();
         let threads = rayon::current_num_threads().max(1);
         let min_len = (n / (4 * threads)).max(16);
         let acc = (0..n)
@@ -466,7 +467,7 @@ impl Potential {
             .fold(
                 || (Acc::new(n, np), Scratch::new(self)),
                 |(mut acc, mut sc), i| {
-                    self.atom(cfg, nl, i, signs, weight, opts, &mut sc, &mut acc);
+                    self.atom_dispatch(simd, cfg, nl, i, signs, weight, opts, &mut sc, &mut acc);
                     (acc, sc)
                 },
             )
@@ -518,6 +519,7 @@ impl Potential {
     /// monomials) is shared by both signs, and the force back-propagation
     /// through the angular part is done once.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn atom(
         &self,
         cfg: &Config,
@@ -593,15 +595,27 @@ impl Potential {
             let u = [v[0] * inv_r, v[1] * inv_r, v[2] * inv_r];
             sc.unit[n] = u;
             sc.inv_r[n] = inv_r;
-            let mut pw = [[1.0f64; 32]; 3];
-            for a in 0..3 {
-                for e in 1..mp1 {
-                    pw[a][e] = pw[a][e - 1] * u[a];
-                }
-            }
+            // monomials of degree nu from those of degree nu - 1 (canonical order):
+            // x * (all of degree nu-1), y * (the a = 0 tail of degree nu-1), z * (the last one)
             let mono = &mut sc.mono[n * ms1..(n + 1) * ms1];
-            for (q, e) in lay.monos.iter().enumerate() {
-                mono[q] = pw[0][e[0]] * pw[1][e[1]] * pw[2][e[2]];
+            mono[0] = 1.0;
+            let mut prev_start = 0;
+            let mut prev_len = 1;
+            for nu in 1..mp1 {
+                let start = prev_start + prev_len;
+                let (lo, hi) = mono.split_at_mut(start);
+                let prev = &lo[prev_start..start];
+                let hi = &mut hi[..prev_len + nu + 1];
+                for t in 0..prev_len {
+                    hi[t] = u[0] * prev[t];
+                }
+                let tail = &prev[prev_len - nu..];
+                for t in 0..nu {
+                    hi[prev_len + t] = u[1] * tail[t];
+                }
+                hi[prev_len + nu] = u[2] * prev[prev_len - 1];
+                prev_start = start;
+                prev_len += nu + 1;
             }
             mono[nmono] = 0.0;
         }
@@ -746,14 +760,12 @@ impl Potential {
                     for &(mu, ms, len, bs) in &lay.blocks {
                         let src = &mono[ms..ms + len];
                         let d = &dbm[bs..bs + len];
+                        g[mu] += dot(d, src);
                         let wf = w * f[mu];
                         let dstq = &mut wq[ms..ms + len];
-                        let mut dot = 0.0;
                         for t in 0..len {
-                            dot += d[t] * src[t];
                             dstq[t] += wf * d[t];
                         }
-                        g[mu] += dot;
                     }
                     let mut gr = 0.0;
                     let mut gmj = 0.0;
@@ -766,13 +778,7 @@ impl Potential {
                     acc.dedm[j] += w * sign * gmj;
                 } else {
                     for &(mu, ms, len, bs) in &lay.blocks {
-                        let src = &mono[ms..ms + len];
-                        let d = &dbm[bs..bs + len];
-                        let mut dot = 0.0;
-                        for t in 0..len {
-                            dot += d[t] * src[t];
-                        }
-                        g[mu] += dot;
+                        g[mu] += dot(&dbm[bs..bs + len], &mono[ms..ms + len]);
                     }
                 }
                 if opts.param_grad {
@@ -848,6 +854,87 @@ impl Potential {
             }
         }
     }
+}
+
+impl Potential {
+    /// The kernel compiled for AVX2 (used when the CPU has it).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn atom_avx2(
+        &self,
+        cfg: &Config,
+        nl: &NeighborList,
+        i: usize,
+        signs: &[f64],
+        w: f64,
+        opts: EvalOptions,
+        sc: &mut Scratch,
+        acc: &mut Acc,
+    ) {
+        self.atom(cfg, nl, i, signs, w, opts, sc, acc)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn atom_dispatch(
+        &self,
+        simd: bool,
+        cfg: &Config,
+        nl: &NeighborList,
+        i: usize,
+        signs: &[f64],
+        w: f64,
+        opts: EvalOptions,
+        sc: &mut Scratch,
+        acc: &mut Acc,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is true only when the CPU reports AVX2 and FMA.
+            unsafe { self.atom_avx2(cfg, nl, i, signs, w, opts, sc, acc) };
+            return;
+        }
+        let _ = simd;
+        self.atom(cfg, nl, i, signs, w, opts, sc, acc)
+    }
+}
+
+/// Whether the AVX2 kernel can run here (`MMTP_NO_SIMD=1` turns it off).
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::env::var_os("MMTP_NO_SIMD").is_none()
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Dot product with four partial sums (vectorisable).
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let ca = a.chunks_exact(4);
+    let cb = b.chunks_exact(4);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
 
 #[inline]
