@@ -128,12 +128,6 @@ pub struct Potential {
 #[derive(Clone, Debug)]
 struct Layout {
     monos: Vec<[usize; 3]>,
-    mono_deg: Vec<f64>,
-    /// for each monomial, the index of the monomial with one power less in
-    /// x, y, z (or the always-zero slot `monos.len()` if that power is 0)
-    lower: Vec<[usize; 3]>,
-    /// the exponents as floats (derivative factors)
-    expo: Vec<[f64; 3]>,
     max_pow: usize,
     /// (mu, first monomial, length, first internal basic index)
     blocks: Vec<(usize, usize, usize, usize)>,
@@ -206,24 +200,7 @@ impl Layout {
                 perm.push(k);
             }
         }
-        let mono_deg = monos.iter().map(|e| (e[0] + e[1] + e[2]) as f64).collect();
-        let zero = monos.len();
-        let lower = monos
-            .iter()
-            .map(|e| {
-                let mut l = [zero; 3];
-                for a in 0..3 {
-                    if e[a] > 0 {
-                        let mut d = *e;
-                        d[a] -= 1;
-                        l[a] = mono_index(d);
-                    }
-                }
-                l
-            })
-            .collect();
-        let expo = monos.iter().map(|e| [e[0] as f64, e[1] as f64, e[2] as f64]).collect();
-        Layout { monos, mono_deg, lower, expo, max_pow: max_deg, blocks, perm }
+        Layout { monos, max_pow: max_deg, blocks, perm }
     }
 }
 
@@ -827,18 +804,36 @@ impl Potential {
             let v = nl.vec[k];
             let u = sc.unit[n];
             let inv_r = sc.inv_r[n];
-            let wq = &sc.wq[n * nmono..(n + 1) * nmono];
+            // reverse pass through the monomial recursion: adjoint wrt the unit vector
+            let wq = &mut sc.wq[n * nmono..(n + 1) * nmono];
             let mono = &sc.mono[n * ms1..(n + 1) * ms1];
-            let (mut sx, mut sy, mut sz, mut sd) = (0.0, 0.0, 0.0, 0.0);
-            for q in 0..nmono {
-                let wv = wq[q];
-                let l = lay.lower[q];
-                let e = lay.expo[q];
-                sx += wv * e[0] * mono[l[0]];
-                sy += wv * e[1] * mono[l[1]];
-                sz += wv * e[2] * mono[l[2]];
-                sd += wv * lay.mono_deg[q] * mono[q];
+            let mut du = [0.0f64; 3];
+            let mut end = nmono;
+            for nu in (1..mp1).rev() {
+                let len = (nu + 1) * (nu + 2) / 2;
+                let start = end - len;
+                let prev_len = len - nu - 1;
+                let prev_start = start - prev_len;
+                let (lo, hi) = wq.split_at_mut(start);
+                let wprev = &mut lo[prev_start..];
+                let whi = &hi[..len];
+                let prev = &mono[prev_start..start];
+                du[0] += dot(&whi[..prev_len], prev);
+                for t in 0..prev_len {
+                    wprev[t] += u[0] * whi[t];
+                }
+                let tail = &prev[prev_len - nu..];
+                du[1] += dot(&whi[prev_len..prev_len + nu], tail);
+                let wtail = &mut wprev[prev_len - nu..];
+                for t in 0..nu {
+                    wtail[t] += u[1] * whi[prev_len + t];
+                }
+                du[2] += whi[prev_len + nu] * prev[prev_len - 1];
+                wtail[nu - 1] += u[2] * whi[prev_len + nu];
+                end = start;
             }
+            let sd = du[0] * u[0] + du[1] * u[1] + du[2] * u[2];
+            let (sx, sy, sz) = (du[0], du[1], du[2]);
             let radial = sc.radial_g[n] - sd * inv_r;
             let gv = [
                 sx * inv_r + radial * u[0],
