@@ -376,7 +376,7 @@ class Potential:
         return out
 
     def evaluate(self, atoms, symmetrize: bool | None = None, param_grad: bool = True, moments=None,
-                 forces: bool = True) -> dict:
+                 forces: bool = True, site_param_grad: bool = False) -> dict:
         """Energy and derivatives of one configuration.
 
         Returns a dict with ``energy`` (eV), ``energies`` (N, eV), ``forces``
@@ -388,14 +388,16 @@ class Potential:
         interval; the polynomials extrapolate there, as in MLIP-3).
         Moments come from ``atoms.get_initial_magnetic_moments()`` unless given.
         With ``forces=False`` the backward pass is skipped (energies only,
-        plus ``param_gradient`` if asked for).
+        plus ``param_gradient`` if asked for). With ``site_param_grad=True``
+        the result also holds ``site_param_gradient`` (N, n_params): row i is
+        dE_i/dtheta of the site energy of atom i (rows sum to ``param_gradient``).
         """
         sym = self.symmetrize if symmetrize is None else bool(symmetrize)
-        out = self._core.evaluate(*self._inputs(atoms, moments), sym, param_grad, forces)
+        out = self._core.evaluate(*self._inputs(atoms, moments), sym, param_grad, forces, site_param_grad)
         return self._finish(out, atoms)
 
     def evaluate_many(self, images, symmetrize: bool | None = None, param_grad: bool = False,
-                      forces: bool = True) -> list[dict]:
+                      forces: bool = True, site_param_grad: bool = False) -> list[dict]:
         """Evaluate many configurations in parallel (rayon); same keys as :meth:`evaluate`."""
         sym = self.symmetrize if symmetrize is None else bool(symmetrize)
         inputs = []
@@ -404,7 +406,7 @@ class Potential:
                 inputs.append(self._inputs(a))
             except MMTPError as exc:
                 raise MMTPError(f"configuration {k}: {exc}") from None
-        outs = self._core.evaluate_many(inputs, sym, param_grad, forces)
+        outs = self._core.evaluate_many(inputs, sym, param_grad, forces, site_param_grad)
         return [self._finish(o, a) for o, a in zip(outs, images)]
 
 

@@ -1,22 +1,25 @@
 //! Chebyshev polynomials of the first kind and their derivatives.
 
+use crate::num::Num;
+
 /// Fill `t[k] = T_k(x)` and `dt[k] = T_k'(x)` for k = 0..t.len().
 #[inline]
-pub fn cheb_with_deriv(x: f64, t: &mut [f64], dt: &mut [f64]) {
-    let n = t.len();
+pub fn cheb_with_deriv<T: Num>(x: T, t: &mut [T], dt: &mut [T]) {
+    let n = t.len().min(dt.len());
     if n == 0 {
         return;
     }
-    t[0] = 1.0;
-    dt[0] = 0.0;
+    t[0] = T::cst(1.0);
+    dt[0] = T::cst(0.0);
     if n == 1 {
         return;
     }
     t[1] = x;
-    dt[1] = 1.0;
+    dt[1] = T::cst(1.0);
+    let x2 = x * 2.0;
     for k in 1..n - 1 {
-        t[k + 1] = 2.0 * x * t[k] - t[k - 1];
-        dt[k + 1] = 2.0 * t[k] + 2.0 * x * dt[k] - dt[k - 1];
+        t[k + 1] = x2 * t[k] - t[k - 1];
+        dt[k + 1] = t[k] * 2.0 + x2 * dt[k] - dt[k - 1];
     }
 }
 
@@ -26,8 +29,8 @@ mod tests {
 
     #[test]
     fn matches_cosine_definition_and_derivative() {
-        let mut t = [0.0; 9];
-        let mut dt = [0.0; 9];
+        let mut t = [0.0f64; 9];
+        let mut dt = [0.0f64; 9];
         for &x in &[-0.93, -0.2, 0.0, 0.41, 0.999] {
             cheb_with_deriv(x, &mut t, &mut dt);
             let th: f64 = f64::acos(x);

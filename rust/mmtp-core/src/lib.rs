@@ -10,6 +10,7 @@ pub mod chebyshev;
 pub mod error;
 pub mod model;
 pub mod neighbors;
+pub mod num;
 pub mod threads;
 
 pub use error::{MmtpError, Result};

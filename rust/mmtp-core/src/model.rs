@@ -20,6 +20,7 @@
 use crate::chebyshev::cheb_with_deriv;
 use crate::error::{MmtpError, Result};
 use crate::neighbors::{self, NeighborList};
+use crate::num::{Dual, Num};
 use rayon::prelude::*;
 
 /// Basis tables in MLIP's representation (see `basis_gen`).
@@ -432,28 +433,7 @@ impl Potential {
     /// Evaluate with a prebuilt neighbour list (the config must have been checked).
     pub fn evaluate_with(&self, cfg: &Config, nl: &NeighborList, opts: EvalOptions) -> Output {
         let n = cfg.positions.len();
-        let signs: &[f64] = if opts.symmetrize { &[1.0, -1.0] } else { &[1.0] };
-        let weight = 1.0 / signs.len() as f64;
-        let np = if opts.param_grad { self.n_params() } else { 0 };
-        let simd = simd_available();
-        let threads = rayon::current_num_threads().max(1);
-        let min_len = (n / (4 * threads)).max(16);
-        let acc = (0..n)
-            .into_par_iter()
-            .with_min_len(min_len)
-            .fold(
-                || (Acc::new(n, np), Scratch::new(self)),
-                |(mut acc, mut sc), i| {
-                    self.atom_dispatch(simd, cfg, nl, i, signs, weight, opts, &mut sc, &mut acc);
-                    (acc, sc)
-                },
-            )
-            .map(|(a, _)| a)
-            .reduce_with(|mut a, b| {
-                a.add(&b);
-                a
-            })
-            .unwrap_or_else(|| Acc::new(n, np));
+        let acc = self.run(&cfg.types, nl, &nl.vec, &cfg.moments, opts.symmetrize, opts);
         let mut n_close = 0;
         let rmin2 = self.min_dist * self.min_dist;
         for i in 0..n {
@@ -494,19 +474,23 @@ impl Potential {
     /// each weighted by `w`) and its contributions to all derivatives. The
     /// geometry (radial basis contracted with the coefficients, angular
     /// monomials) is shared by both signs, and the force back-propagation
-    /// through the angular part is done once.
+    /// through the angular part is done once. Generic over the scalar type
+    /// (f64, or dual numbers for directional derivatives); `vecs` and `moms`
+    /// hold the neighbour vectors (indexed like `nl.vec`) and the moments.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn atom(
+    fn atom<T: Num>(
         &self,
-        cfg: &Config,
+        types: &[usize],
         nl: &NeighborList,
+        vecs: &[[T; 3]],
+        moms: &[T],
         i: usize,
         signs: &[f64],
         w: f64,
         opts: EvalOptions,
-        sc: &mut Scratch,
-        acc: &mut Acc,
+        sc: &mut Scratch<T>,
+        acc: &mut Acc<T>,
     ) {
         let lay = &self.layout;
         let c_ = self.n_species;
@@ -514,68 +498,71 @@ impl Potential {
         let p_ = self.n_phi;
         let m_ = self.n_psi;
         let mm = m_ * m_;
+        let kmm = kr * mm;
         let nmono = lay.monos.len();
         let ms1 = nmono + 1; // monomials per neighbour plus a zero slot
         let nbasic = lay.perm.len();
-        let zi = cfg.types[i];
+        let zi = types[i];
         let range = nl.range(i);
         let nn = range.len();
         let mp1 = lay.max_pow + 1;
         sc.ensure(nn, self);
         let backward = opts.forces || opts.param_grad;
         let block = kr * p_ * mm;
+        let zero = T::cst(0.0);
 
         // ---- geometry, shared by both signs
         let rc = self.max_dist;
         let rmin = self.min_dist;
         let xs = 2.0 / (rc - rmin);
-        let mut tbuf = [0.0f64; 64];
-        let mut dtbuf = [0.0f64; 64];
-        let mut phi = [0.0f64; 64];
-        let mut dphi = [0.0f64; 64];
+        let mut tbuf = [zero; 64];
+        let mut dtbuf = [zero; 64];
+        let mut phi = [zero; 64];
+        let mut dphi = [zero; 64];
         for (n, k) in range.clone().enumerate() {
-            let v = nl.vec[k];
-            let zj = cfg.types[nl.index[k]];
+            let v = vecs[k];
+            let zj = types[nl.index[k]];
             let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-            let x = (2.0 * r - (rmin + rc)) / (rc - rmin);
+            let x = r * xs - T::cst((rmin + rc) / (rc - rmin));
             cheb_with_deriv(x, &mut tbuf[..p_], &mut dtbuf[..p_]);
-            let d = rc - r;
+            let d = T::cst(rc) - r;
+            let d2 = d * d * self.scaling;
+            let d1 = d * (2.0 * self.scaling);
             for z in 0..p_ {
-                phi[z] = self.scaling * tbuf[z] * d * d;
-                dphi[z] = self.scaling * (dtbuf[z] * xs * d * d - 2.0 * tbuf[z] * d);
+                phi[z] = tbuf[z] * d2;
+                dphi[z] = dtbuf[z] * xs * d2 - tbuf[z] * d1;
             }
             sc.phi[n * p_..(n + 1) * p_].copy_from_slice(&phi[..p_]);
             // H[mu][beta gamma] = sum_zeta c[zi zj mu zeta beta gamma] phi_zeta (and with dphi)
-            let kmm = kr * mm;
             let cpair = &self.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
             let h = &mut sc.h[n * kmm..(n + 1) * kmm];
-            h.fill(0.0);
+            h.fill(zero);
             for z in 0..p_ {
                 let c = &cpair[z * kmm..(z + 1) * kmm];
                 let pz = phi[z];
                 for t in 0..kmm {
-                    h[t] += c[t] * pz;
+                    h[t] += pz * c[t];
                 }
             }
             if opts.forces {
                 let hd = &mut sc.hd[n * kmm..(n + 1) * kmm];
-                hd.fill(0.0);
+                hd.fill(zero);
                 for z in 0..p_ {
                     let c = &cpair[z * kmm..(z + 1) * kmm];
                     let pz = dphi[z];
                     for t in 0..kmm {
-                        hd[t] += c[t] * pz;
+                        hd[t] += pz * c[t];
                     }
                 }
             }
-            let inv_r = 1.0 / r;
+            let inv_r = r.recip();
             let u = [v[0] * inv_r, v[1] * inv_r, v[2] * inv_r];
             sc.unit[n] = u;
             sc.inv_r[n] = inv_r;
             // monomials of degree nu from those of degree nu - 1 (canonical order):
             // x * (all of degree nu-1), y * (the a = 0 tail of degree nu-1), z * (the last one)
             let mono = &mut sc.mono[n * ms1..(n + 1) * ms1];
-            mono[0] = 1.0;
+            mono[0] = T::cst(1.0);
             let mut prev_start = 0;
             let mut prev_len = 1;
             for nu in 1..mp1 {
@@ -594,45 +581,45 @@ impl Potential {
                 prev_start = start;
                 prev_len += nu + 1;
             }
-            mono[nmono] = 0.0;
+            mono[nmono] = zero;
         }
         if opts.forces {
-            sc.wq[..nn * nmono].fill(0.0);
-            sc.radial_g[..nn].fill(0.0);
+            sc.wq[..nn * nmono].fill(zero);
+            sc.radial_g[..nn].fill(zero);
         }
         if opts.param_grad {
-            sc.gpair[..nn * kr * mm].fill(0.0);
+            sc.gpair[..nn * kmm].fill(zero);
         }
 
         for &sign in signs {
-            let mi = sign * cfg.moments[i];
+            let mi = moms[i] * sign;
             let (psi_scale_i, yi) = mag_arg(self, zi, mi);
             cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
             for b in 0..m_ {
                 sc.dpsi_i[b] *= psi_scale_i;
             }
             // radial functions of every neighbour
-            let mut pj = [0.0f64; 64];
-            let mut dpj = [0.0f64; 64];
+            let mut pj = [zero; 64];
+            let mut dpj = [zero; 64];
             for (n, k) in range.clone().enumerate() {
                 let j = nl.index[k];
-                let zj = cfg.types[j];
-                let mj = sign * cfg.moments[j];
+                let zj = types[j];
+                let mj = moms[j] * sign;
                 let (sj, yj) = mag_arg(self, zj, mj);
                 cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
                 for g in 0..m_ {
                     dpj[g] *= sj;
                 }
                 sc.psi_j[n * m_..(n + 1) * m_].copy_from_slice(&pj[..m_]);
-                let h = &sc.h[n * kr * mm..(n + 1) * kr * mm];
+                let h = &sc.h[n * kmm..(n + 1) * kmm];
                 for mu in 0..kr {
                     let hm = &h[mu * mm..(mu + 1) * mm];
-                    let mut f = 0.0;
-                    let mut fmj = 0.0;
-                    let mut fmi = 0.0;
+                    let mut f = zero;
+                    let mut fmj = zero;
+                    let mut fmi = zero;
                     for b in 0..m_ {
-                        let mut a = 0.0;
-                        let mut ad = 0.0;
+                        let mut a = zero;
+                        let mut ad = zero;
                         for g in 0..m_ {
                             a += hm[b * m_ + g] * pj[g];
                             ad += hm[b * m_ + g] * dpj[g];
@@ -646,12 +633,12 @@ impl Potential {
                     sc.fmi[n * kr + mu] = fmi;
                 }
                 if opts.forces {
-                    let hd = &sc.hd[n * kr * mm..(n + 1) * kr * mm];
+                    let hd = &sc.hd[n * kmm..(n + 1) * kmm];
                     for mu in 0..kr {
                         let hm = &hd[mu * mm..(mu + 1) * mm];
-                        let mut fr = 0.0;
+                        let mut fr = zero;
                         for b in 0..m_ {
-                            let mut a = 0.0;
+                            let mut a = zero;
                             for g in 0..m_ {
                                 a += hm[b * m_ + g] * pj[g];
                             }
@@ -663,7 +650,7 @@ impl Potential {
             }
             // basic moments (internal order), products, site energy
             let bm = &mut sc.bm;
-            bm.fill(0.0);
+            bm.fill(zero);
             for n in 0..nn {
                 let f = &sc.f[n * kr..(n + 1) * kr];
                 let mono = &sc.mono[n * ms1..(n + 1) * ms1];
@@ -680,27 +667,27 @@ impl Potential {
             for (t, &kb) in lay.perm.iter().enumerate() {
                 mom[kb] = bm[t];
             }
-            mom[nbasic..].fill(0.0);
+            mom[nbasic..].fill(zero);
             debug_assert!(mom.len() == self.tables.n_moments);
             for &(a, b, mult, k) in &self.tables.times {
                 // SAFETY: Tables::validate checked every index against n_moments = mom.len()
                 unsafe {
-                    let v = mult * *mom.get_unchecked(a) * *mom.get_unchecked(b);
+                    let v = *mom.get_unchecked(a) * *mom.get_unchecked(b) * mult;
                     *mom.get_unchecked_mut(k) += v;
                 }
             }
             let xi = &self.params[self.moment_offset()..];
-            let mut site = self.params[self.species_offset() + zi];
+            let mut site = T::cst(self.params[self.species_offset() + zi]);
             for (al, &s) in self.tables.scalars.iter().enumerate() {
-                site += xi[al] * mom[s];
+                site += mom[s] * xi[al];
             }
-            acc.site[i] += w * site;
+            acc.site[i] += site * w;
             if opts.param_grad {
                 let so = self.species_offset();
                 let mo = self.moment_offset();
-                acc.grad[so + zi] += w;
+                acc.grad[so + zi] += T::cst(w);
                 for (al, &s) in self.tables.scalars.iter().enumerate() {
-                    acc.grad[mo + al] += w * mom[s];
+                    acc.grad[mo + al] += mom[s] * w;
                 }
             }
             if !backward {
@@ -708,61 +695,60 @@ impl Potential {
             }
             // adjoints of all moments
             let dm = &mut sc.dmom;
-            dm.fill(0.0);
+            dm.fill(zero);
             for (al, &s) in self.tables.scalars.iter().enumerate() {
-                dm[s] += xi[al];
+                dm[s] += T::cst(xi[al]);
             }
             debug_assert!(dm.len() == self.tables.n_moments);
             for &(a, b, mult, k) in self.tables.times.iter().rev() {
                 // SAFETY: Tables::validate checked every index against n_moments = dm.len() = mom.len()
                 unsafe {
                     let g = *dm.get_unchecked(k) * mult;
-                    *dm.get_unchecked_mut(a) += g * *mom.get_unchecked(b);
-                    *dm.get_unchecked_mut(b) += g * *mom.get_unchecked(a);
+                    let ma = *mom.get_unchecked(a);
+                    let mb = *mom.get_unchecked(b);
+                    *dm.get_unchecked_mut(a) += g * mb;
+                    *dm.get_unchecked_mut(b) += g * ma;
                 }
             }
             let dbm = &mut sc.dbm;
             for (t, &kb) in lay.perm.iter().enumerate() {
                 dbm[t] = dm[kb];
             }
-            let mut dedmi = 0.0;
-            let mut g = [0.0f64; 64];
+            let mut dedmi = zero;
+            let mut g = [zero; 64];
             for (n, k) in range.clone().enumerate() {
                 let j = nl.index[k];
                 let mono = &sc.mono[n * ms1..(n + 1) * ms1];
                 let f = &sc.f[n * kr..(n + 1) * kr];
-                g[..kr].fill(0.0);
+                g[..kr].fill(zero);
+                for &(mu, ms, len, bs) in &lay.blocks {
+                    g[mu] += dot(&dbm[bs..bs + len], &mono[ms..ms + len]);
+                }
                 if opts.forces {
                     let wq = &mut sc.wq[n * nmono..(n + 1) * nmono];
                     for &(mu, ms, len, bs) in &lay.blocks {
-                        let src = &mono[ms..ms + len];
                         let d = &dbm[bs..bs + len];
-                        g[mu] += dot(d, src);
-                        let wf = w * f[mu];
+                        let wf = f[mu] * w;
                         let dstq = &mut wq[ms..ms + len];
                         for t in 0..len {
                             dstq[t] += wf * d[t];
                         }
                     }
-                    let mut gr = 0.0;
-                    let mut gmj = 0.0;
+                    let mut gr = zero;
+                    let mut gmj = zero;
                     for mu in 0..kr {
                         gr += g[mu] * sc.fr[n * kr + mu];
                         gmj += g[mu] * sc.fmj[n * kr + mu];
                         dedmi += g[mu] * sc.fmi[n * kr + mu];
                     }
-                    sc.radial_g[n] += w * gr;
-                    acc.dedm[j] += w * sign * gmj;
-                } else {
-                    for &(mu, ms, len, bs) in &lay.blocks {
-                        g[mu] += dot(&dbm[bs..bs + len], &mono[ms..ms + len]);
-                    }
+                    sc.radial_g[n] += gr * w;
+                    acc.dedm[j] += gmj * (w * sign);
                 }
                 if opts.param_grad {
                     let pjn = &sc.psi_j[n * m_..(n + 1) * m_];
-                    let gp = &mut sc.gpair[n * kr * mm..(n + 1) * kr * mm];
+                    let gp = &mut sc.gpair[n * kmm..(n + 1) * kmm];
                     for mu in 0..kr {
-                        let gm = w * g[mu];
+                        let gm = g[mu] * w;
                         for b in 0..m_ {
                             let gb = gm * sc.psi_i[b];
                             for gg in 0..m_ {
@@ -773,15 +759,15 @@ impl Potential {
                 }
             }
             if opts.forces {
-                acc.dedm[i] += w * sign * dedmi;
+                acc.dedm[i] += dedmi * (w * sign);
             }
         }
         if opts.param_grad {
             // dE/dc[zi zj mu zeta beta gamma] = sum over signs of w g_mu psi_i psi_j, times phi_zeta
             for (n, k) in range.clone().enumerate() {
-                let zj = cfg.types[nl.index[k]];
+                let zj = types[nl.index[k]];
                 let phi = &sc.phi[n * p_..(n + 1) * p_];
-                let gp = &sc.gpair[n * kr * mm..(n + 1) * kr * mm];
+                let gp = &sc.gpair[n * kmm..(n + 1) * kmm];
                 let dst = &mut acc.grad[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
                 for mu in 0..kr {
                     let gm = &gp[mu * mm..(mu + 1) * mm];
@@ -801,13 +787,13 @@ impl Potential {
         // ---- forces and virial: one pass through the angular gradients
         for (n, k) in range.enumerate() {
             let j = nl.index[k];
-            let v = nl.vec[k];
+            let v = vecs[k];
             let u = sc.unit[n];
             let inv_r = sc.inv_r[n];
             // reverse pass through the monomial recursion: adjoint wrt the unit vector
             let wq = &mut sc.wq[n * nmono..(n + 1) * nmono];
             let mono = &sc.mono[n * ms1..(n + 1) * ms1];
-            let mut du = [0.0f64; 3];
+            let mut du = [zero; 3];
             let mut end = nmono;
             for nu in (1..mp1).rev() {
                 let len = (nu + 1) * (nu + 2) / 2;
@@ -832,13 +818,13 @@ impl Potential {
                 wtail[nu - 1] += u[2] * whi[prev_len + nu];
                 end = start;
             }
+            // E depends on v through u = v / r and r: dE/dv = (dU - (dU.u) u) / r + radial u
             let sd = du[0] * u[0] + du[1] * u[1] + du[2] * u[2];
-            let (sx, sy, sz) = (du[0], du[1], du[2]);
             let radial = sc.radial_g[n] - sd * inv_r;
             let gv = [
-                sx * inv_r + radial * u[0],
-                sy * inv_r + radial * u[1],
-                sz * inv_r + radial * u[2],
+                du[0] * inv_r + radial * u[0],
+                du[1] * inv_r + radial * u[1],
+                du[2] * inv_r + radial * u[2],
             ];
             for a in 0..3 {
                 acc.dedr[j][a] += gv[a];
@@ -856,41 +842,137 @@ impl Potential {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn atom_avx2(
+    unsafe fn atom_avx2<T: Num>(
         &self,
-        cfg: &Config,
+        types: &[usize],
         nl: &NeighborList,
+        vecs: &[[T; 3]],
+        moms: &[T],
         i: usize,
         signs: &[f64],
         w: f64,
         opts: EvalOptions,
-        sc: &mut Scratch,
-        acc: &mut Acc,
+        sc: &mut Scratch<T>,
+        acc: &mut Acc<T>,
     ) {
-        self.atom(cfg, nl, i, signs, w, opts, sc, acc)
+        self.atom(types, nl, vecs, moms, i, signs, w, opts, sc, acc)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn atom_dispatch(
+    fn atom_dispatch<T: Num>(
         &self,
         simd: bool,
-        cfg: &Config,
+        types: &[usize],
         nl: &NeighborList,
+        vecs: &[[T; 3]],
+        moms: &[T],
         i: usize,
         signs: &[f64],
         w: f64,
         opts: EvalOptions,
-        sc: &mut Scratch,
-        acc: &mut Acc,
+        sc: &mut Scratch<T>,
+        acc: &mut Acc<T>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if simd {
             // SAFETY: `simd` is true only when the CPU reports AVX2 and FMA.
-            unsafe { self.atom_avx2(cfg, nl, i, signs, w, opts, sc, acc) };
+            unsafe { self.atom_avx2(types, nl, vecs, moms, i, signs, w, opts, sc, acc) };
             return;
         }
         let _ = simd;
-        self.atom(cfg, nl, i, signs, w, opts, sc, acc)
+        self.atom(types, nl, vecs, moms, i, signs, w, opts, sc, acc)
+    }
+
+    /// Run the kernel over all atoms, accumulating into one `Acc` (parallel).
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: Num>(
+        &self,
+        types: &[usize],
+        nl: &NeighborList,
+        vecs: &[[T; 3]],
+        moms: &[T],
+        symmetrize: bool,
+        opts: EvalOptions,
+    ) -> Acc<T> {
+        let n = types.len();
+        let signs: &[f64] = if symmetrize { &[1.0, -1.0] } else { &[1.0] };
+        let weight = 1.0 / signs.len() as f64;
+        let np = if opts.param_grad { self.n_params() } else { 0 };
+        let simd = simd_available();
+        let threads = rayon::current_num_threads().max(1);
+        let min_len = (n / (4 * threads)).max(16);
+        (0..n)
+            .into_par_iter()
+            .with_min_len(min_len)
+            .fold(
+                || (Acc::new(n, np, opts.forces), Scratch::new(self)),
+                |(mut acc, mut sc), i| {
+                    self.atom_dispatch(simd, types, nl, vecs, moms, i, signs, weight, opts, &mut sc, &mut acc);
+                    (acc, sc)
+                },
+            )
+            .map(|(a, _)| a)
+            .reduce_with(|mut a, b| {
+                a.add(&b);
+                a
+            })
+            .unwrap_or_else(|| Acc::new(n, np, opts.forces))
+    }
+
+    /// Gradient of each site energy with respect to all parameters: an
+    /// (N x n_params) row-major matrix whose rows sum to dE/dtheta.
+    pub fn site_param_grad(&self, cfg: &Config, nl: &NeighborList, symmetrize: bool) -> Vec<f64> {
+        let n = cfg.positions.len();
+        let np = self.n_params();
+        let signs: &[f64] = if symmetrize { &[1.0, -1.0] } else { &[1.0] };
+        let weight = 1.0 / signs.len() as f64;
+        let simd = simd_available();
+        let opts = EvalOptions { symmetrize, param_grad: true, forces: false };
+        let rows: Vec<Vec<f64>> = (0..n)
+            .into_par_iter()
+            .map_init(
+                || (Acc::<f64>::new(n, np, false), Scratch::new(self)),
+                |(acc, sc), i| {
+                    acc.grad.fill(0.0);
+                    self.atom_dispatch(simd, &cfg.types, nl, &nl.vec, &cfg.moments, i, signs, weight, opts, sc, acc);
+                    acc.grad.clone()
+                },
+            )
+            .collect();
+        rows.concat()
+    }
+
+    /// dE/dtheta and its exact derivative along a direction in configuration
+    /// space: positions move by `dpos` per unit step, moments by `dmom`, and
+    /// the cell (with all positions) is strained by the 3x3 `strain`
+    /// (r -> (1 + eps strain) r). Returns (E, dE/dtheta, d/deps dE/dtheta).
+    pub fn param_grad_directional(
+        &self,
+        cfg: &Config,
+        nl: &NeighborList,
+        symmetrize: bool,
+        dpos: &[[f64; 3]],
+        dmom: &[f64],
+        strain: &[[f64; 3]; 3],
+    ) -> (f64, Vec<f64>, Vec<f64>) {
+        let vecs: Vec<[Dual; 3]> = (0..cfg.positions.len())
+            .flat_map(|i| nl.range(i).map(move |k| (i, k)))
+            .map(|(i, k)| {
+                let v = nl.vec[k];
+                let j = nl.index[k];
+                let mut out = [Dual::default(); 3];
+                for a in 0..3 {
+                    let sv = strain[a][0] * v[0] + strain[a][1] * v[1] + strain[a][2] * v[2];
+                    out[a] = Dual::new(v[a], sv + dpos[j][a] - dpos[i][a]);
+                }
+                out
+            })
+            .collect();
+        let moms: Vec<Dual> = cfg.moments.iter().zip(dmom).map(|(&m, &d)| Dual::new(m, d)).collect();
+        let opts = EvalOptions { symmetrize, param_grad: true, forces: false };
+        let acc = self.run(&cfg.types, nl, &vecs, &moms, symmetrize, opts);
+        let e = acc.site.iter().map(|x| x.re).sum();
+        (e, acc.grad.iter().map(|x| x.re).collect(), acc.grad.iter().map(|x| x.du).collect())
     }
 }
 
@@ -913,10 +995,11 @@ fn simd_available() -> bool {
 
 /// Dot product with four partial sums (vectorisable).
 #[inline(always)]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+fn dot<T: Num>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 4];
+    let zero = T::cst(0.0);
+    let mut acc = [zero; 4];
     let ca = a.chunks_exact(4);
     let cb = b.chunks_exact(4);
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -927,44 +1010,47 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     }
     let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
     for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+        s += *x * *y;
     }
     s
 }
 
+/// Argument of the magnetic Chebyshev polynomials and its derivative factor.
 #[inline]
-fn mag_arg(p: &Potential, z: usize, m: f64) -> (f64, f64) {
+fn mag_arg<T: Num>(p: &Potential, z: usize, m: T) -> (f64, T) {
     if p.n_psi == 1 {
-        return (0.0, 0.0);
+        return (0.0, T::cst(0.0));
     }
     let (lo, hi) = (p.mag_lo[z], p.mag_hi[z]);
     let s = 2.0 / (hi - lo);
-    (s, (2.0 * m - (lo + hi)) / (hi - lo))
+    (s, m * s - T::cst((lo + hi) / (hi - lo)))
 }
 
-struct Acc {
-    site: Vec<f64>,
-    dedr: Vec<[f64; 3]>,
-    dedm: Vec<f64>,
-    virial: [[f64; 3]; 3],
-    grad: Vec<f64>,
+struct Acc<T: Num> {
+    site: Vec<T>,
+    dedr: Vec<[T; 3]>,
+    dedm: Vec<T>,
+    virial: [[T; 3]; 3],
+    grad: Vec<T>,
 }
 
-impl Acc {
-    fn new(n: usize, np: usize) -> Self {
-        Acc { site: vec![0.0; n], dedr: vec![[0.0; 3]; n], dedm: vec![0.0; n], virial: [[0.0; 3]; 3], grad: vec![0.0; np] }
+impl<T: Num> Acc<T> {
+    fn new(n: usize, np: usize, forces: bool) -> Self {
+        let z = T::cst(0.0);
+        let nf = if forces { n } else { 0 };
+        Acc { site: vec![z; n], dedr: vec![[z; 3]; nf], dedm: vec![z; nf], virial: [[z; 3]; 3], grad: vec![z; np] }
     }
-    fn add(&mut self, o: &Acc) {
+    fn add(&mut self, o: &Acc<T>) {
         for (a, b) in self.site.iter_mut().zip(&o.site) {
-            *a += b;
+            *a += *b;
         }
         for (a, b) in self.dedr.iter_mut().zip(&o.dedr) {
-            a[0] += b[0];
-            a[1] += b[1];
-            a[2] += b[2];
+            for k in 0..3 {
+                a[k] += b[k];
+            }
         }
         for (a, b) in self.dedm.iter_mut().zip(&o.dedm) {
-            *a += b;
+            *a += *b;
         }
         for a in 0..3 {
             for b in 0..3 {
@@ -972,42 +1058,43 @@ impl Acc {
             }
         }
         for (a, b) in self.grad.iter_mut().zip(&o.grad) {
-            *a += b;
+            *a += *b;
         }
     }
 }
 
-struct Scratch {
+struct Scratch<T: Num> {
     cap: usize,
-    psi_i: Vec<f64>,
-    dpsi_i: Vec<f64>,
-    phi: Vec<f64>,
-    h: Vec<f64>,
-    hd: Vec<f64>,
-    gpair: Vec<f64>,
-    psi_j: Vec<f64>,
-    f: Vec<f64>,
-    fr: Vec<f64>,
-    fmj: Vec<f64>,
-    fmi: Vec<f64>,
-    mono: Vec<f64>,
-    unit: Vec<[f64; 3]>,
-    inv_r: Vec<f64>,
-    wq: Vec<f64>,
-    radial_g: Vec<f64>,
-    bm: Vec<f64>,
-    dbm: Vec<f64>,
-    moments: Vec<f64>,
-    dmom: Vec<f64>,
+    psi_i: Vec<T>,
+    dpsi_i: Vec<T>,
+    phi: Vec<T>,
+    h: Vec<T>,
+    hd: Vec<T>,
+    gpair: Vec<T>,
+    psi_j: Vec<T>,
+    f: Vec<T>,
+    fr: Vec<T>,
+    fmj: Vec<T>,
+    fmi: Vec<T>,
+    mono: Vec<T>,
+    unit: Vec<[T; 3]>,
+    inv_r: Vec<T>,
+    wq: Vec<T>,
+    radial_g: Vec<T>,
+    bm: Vec<T>,
+    dbm: Vec<T>,
+    moments: Vec<T>,
+    dmom: Vec<T>,
 }
 
-impl Scratch {
+impl<T: Num> Scratch<T> {
     fn new(p: &Potential) -> Self {
         let nb = p.layout.perm.len();
+        let z = T::cst(0.0);
         Scratch {
             cap: 0,
-            psi_i: vec![0.0; p.n_psi],
-            dpsi_i: vec![0.0; p.n_psi],
+            psi_i: vec![z; p.n_psi],
+            dpsi_i: vec![z; p.n_psi],
             phi: vec![],
             h: vec![],
             hd: vec![],
@@ -1022,10 +1109,10 @@ impl Scratch {
             inv_r: vec![],
             wq: vec![],
             radial_g: vec![],
-            bm: vec![0.0; nb],
-            dbm: vec![0.0; nb],
-            moments: vec![0.0; p.tables.n_moments],
-            dmom: vec![0.0; p.tables.n_moments],
+            bm: vec![z; nb],
+            dbm: vec![z; nb],
+            moments: vec![z; p.tables.n_moments],
+            dmom: vec![z; p.tables.n_moments],
         }
     }
     fn ensure(&mut self, nn: usize, p: &Potential) {
@@ -1034,20 +1121,21 @@ impl Scratch {
         }
         let nn = nn.max(2 * self.cap);
         self.cap = nn;
+        let z = T::cst(0.0);
         let (kr, pp, mm, nm) = (p.n_radial, p.n_phi, p.n_psi, p.layout.monos.len());
-        self.phi.resize(nn * pp, 0.0);
-        self.h.resize(nn * kr * mm * mm, 0.0);
-        self.hd.resize(nn * kr * mm * mm, 0.0);
-        self.gpair.resize(nn * kr * mm * mm, 0.0);
-        self.psi_j.resize(nn * mm, 0.0);
-        self.f.resize(nn * kr, 0.0);
-        self.fr.resize(nn * kr, 0.0);
-        self.fmj.resize(nn * kr, 0.0);
-        self.fmi.resize(nn * kr, 0.0);
-        self.mono.resize(nn * (nm + 1), 0.0);
-        self.unit.resize(nn, [0.0; 3]);
-        self.inv_r.resize(nn, 0.0);
-        self.wq.resize(nn * nm, 0.0);
-        self.radial_g.resize(nn, 0.0);
+        self.phi.resize(nn * pp, z);
+        self.h.resize(nn * kr * mm * mm, z);
+        self.hd.resize(nn * kr * mm * mm, z);
+        self.gpair.resize(nn * kr * mm * mm, z);
+        self.psi_j.resize(nn * mm, z);
+        self.f.resize(nn * kr, z);
+        self.fr.resize(nn * kr, z);
+        self.fmj.resize(nn * kr, z);
+        self.fmi.resize(nn * kr, z);
+        self.mono.resize(nn * (nm + 1), z);
+        self.unit.resize(nn, [z; 3]);
+        self.inv_r.resize(nn, z);
+        self.wq.resize(nn * nm, z);
+        self.radial_g.resize(nn, z);
     }
 }

@@ -150,3 +150,87 @@ fn symmetrised_energy_is_spin_inversion_invariant_and_raw_is_not() {
         }
     }
 }
+
+#[test]
+fn site_gradients_sum_to_the_total_and_match_site_energy_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let pot = random_potential(&mut rng, 2, 3);
+    let cfg = random_config(&mut rng, 5, 2, [true; 3]);
+    let nl = pot.neighbors(&cfg).unwrap();
+    for sym in [false, true] {
+        let rows = pot.site_param_grad(&cfg, &nl, sym);
+        let np = pot.n_params();
+        let total = pot.evaluate(&cfg, EvalOptions::new(sym, true)).unwrap().param_grad;
+        for k in 0..np {
+            let s: f64 = (0..5).map(|i| rows[i * np + k]).sum();
+            assert!((s - total[k]).abs() < 1e-10 * (1.0 + total[k].abs()));
+        }
+        let h = 1e-6;
+        for k in (0..np).step_by(7) {
+            let mut th = pot.params().to_vec();
+            th[k] += h;
+            let mut pp = pot.clone();
+            pp.set_params(th.clone()).unwrap();
+            let ep = pp.evaluate(&cfg, EvalOptions::new(sym, false)).unwrap().site_energies;
+            th[k] -= 2.0 * h;
+            pp.set_params(th).unwrap();
+            let em = pp.evaluate(&cfg, EvalOptions::new(sym, false)).unwrap().site_energies;
+            for i in 0..5 {
+                let fd = (ep[i] - em[i]) / (2.0 * h);
+                assert!((fd - rows[i * np + k]).abs() < 1e-6 * (1.0 + fd.abs()), "site {i} param {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn directional_derivative_of_the_parameter_gradient_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for &(ns, npsi, sym) in &[(1, 2, false), (2, 3, true)] {
+        let pot = random_potential(&mut rng, ns, npsi);
+        let cfg = random_config(&mut rng, 5, ns, [true; 3]);
+        let dpos: Vec<[f64; 3]> = (0..5).map(|_| [rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0)]).collect();
+        let dmom: Vec<f64> = (0..5).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let mut strain = [[0.0; 3]; 3];
+        for a in 0..3 {
+            for b in 0..3 {
+                strain[a][b] = rng.gen_range(-0.5..0.5);
+            }
+        }
+        let nl = pot.neighbors(&cfg).unwrap();
+        let (e, g, dg) = pot.param_grad_directional(&cfg, &nl, sym, &dpos, &dmom, &strain);
+        let plain = pot.evaluate(&cfg, EvalOptions::new(sym, true)).unwrap();
+        assert!((e - plain.energy).abs() < 1e-10 * (1.0 + e.abs()));
+        for k in 0..g.len() {
+            assert!((g[k] - plain.param_grad[k]).abs() < 1e-10 * (1.0 + g[k].abs()));
+        }
+        let h = 1e-5;
+        let moved = |eps: f64| {
+            let mut c = cfg.clone();
+            let apply = |v: [f64; 3]| {
+                let mut w = v;
+                for a in 0..3 {
+                    w[a] += eps * (strain[a][0] * v[0] + strain[a][1] * v[1] + strain[a][2] * v[2]);
+                }
+                w
+            };
+            for i in 0..5 {
+                let p = apply(cfg.positions[i]);
+                for a in 0..3 {
+                    c.positions[i][a] = p[a] + eps * dpos[i][a];
+                }
+                c.moments[i] += eps * dmom[i];
+            }
+            for r in 0..3 {
+                c.lattice[r] = apply(cfg.lattice[r]);
+            }
+            pot.evaluate(&c, EvalOptions::new(sym, true)).unwrap().param_grad
+        };
+        // fourth-order central differences
+        let (gp, gm, gp2, gm2) = (moved(h), moved(-h), moved(2.0 * h), moved(-2.0 * h));
+        for k in 0..g.len() {
+            let fd = (8.0 * (gp[k] - gm[k]) - (gp2[k] - gm2[k])) / (12.0 * h);
+            assert!((fd - dg[k]).abs() < 1e-6 * (1.0 + fd.abs()), "param {k}: {fd} vs {}", dg[k]);
+        }
+    }
+}

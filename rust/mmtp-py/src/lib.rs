@@ -146,7 +146,7 @@ impl CorePotential {
     }
 
     /// Evaluate one configuration; returns a dict of numpy arrays.
-    #[pyo3(signature = (cell, pbc, positions, types, moments, symmetrize=true, param_grad=true, forces=true))]
+    #[pyo3(signature = (cell, pbc, positions, types, moments, symmetrize=true, param_grad=true, forces=true, site_param_grad=false))]
     #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
         &self,
@@ -159,17 +159,34 @@ impl CorePotential {
         symmetrize: bool,
         param_grad: bool,
         forces: bool,
+        site_param_grad: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let cfg = make_config(cell, pbc, positions, types, moments)?;
         let opts = EvalOptions { symmetrize, param_grad, forces };
         let pot = &self.inner;
-        let out = py.detach(|| threads::install(|| pot.evaluate(&cfg, opts))).map_err(to_py)?;
-        output_dict(py, out, forces)
+        let (out, rows) = py
+            .detach(|| {
+                threads::install(|| -> Result<(Output, Option<Vec<f64>>), MmtpError> {
+                    pot.check_config(&cfg)?;
+                    let nl = pot.neighbors(&cfg)?;
+                    let out = pot.evaluate_with(&cfg, &nl, opts);
+                    let rows = site_param_grad.then(|| pot.site_param_grad(&cfg, &nl, symmetrize));
+                    Ok((out, rows))
+                })
+            })
+            .map_err(to_py)?;
+        let n = cfg.positions.len();
+        let d = output_dict(py, out, forces)?;
+        if let Some(rows) = rows {
+            let np = pot.n_params();
+            d.set_item("site_param_gradient", PyArray1::from_vec(py, rows).reshape([n, np])?)?;
+        }
+        Ok(d)
     }
 
     /// Evaluate many configurations in parallel: `configs` is a list of
     /// (cell, pbc, positions, types, moments) tuples; returns a list of dicts.
-    #[pyo3(signature = (configs, symmetrize=true, param_grad=false, forces=true))]
+    #[pyo3(signature = (configs, symmetrize=true, param_grad=false, forces=true, site_param_grad=false))]
     #[allow(clippy::type_complexity)]
     fn evaluate_many<'py>(
         &self,
@@ -184,6 +201,7 @@ impl CorePotential {
         symmetrize: bool,
         param_grad: bool,
         forces: bool,
+        site_param_grad: bool,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let mut cfgs = Vec::with_capacity(configs.len());
         for (k, (c, p, x, t, m)) in configs.into_iter().enumerate() {
@@ -193,11 +211,29 @@ impl CorePotential {
         }
         let opts = EvalOptions { symmetrize, param_grad, forces };
         let pot = &self.inner;
-        let outs = py.detach(|| threads::install(|| pot.evaluate_many(&cfgs, opts)));
+        let outs: Vec<Result<(Output, Option<Vec<f64>>), MmtpError>> = py.detach(|| {
+            threads::install(|| {
+                use rayon::prelude::*;
+                cfgs.par_iter()
+                    .map(|cfg| {
+                        pot.check_config(cfg)?;
+                        let nl = pot.neighbors(cfg)?;
+                        let out = pot.evaluate_with(cfg, &nl, opts);
+                        let rows = site_param_grad.then(|| pot.site_param_grad(cfg, &nl, symmetrize));
+                        Ok((out, rows))
+                    })
+                    .collect()
+            })
+        });
+        let np = pot.n_params();
         let mut res = Vec::with_capacity(outs.len());
-        for (k, o) in outs.into_iter().enumerate() {
-            let o = o.map_err(|e| MMTPError::new_err(format!("configuration {k}: {e}")))?;
-            res.push(output_dict(py, o, forces)?);
+        for (k, (o, cfg)) in outs.into_iter().zip(&cfgs).enumerate() {
+            let (o, rows) = o.map_err(|e| MMTPError::new_err(format!("configuration {k}: {e}")))?;
+            let d = output_dict(py, o, forces)?;
+            if let Some(rows) = rows {
+                d.set_item("site_param_gradient", PyArray1::from_vec(py, rows).reshape([cfg.positions.len(), np])?)?;
+            }
+            res.push(d);
         }
         Ok(res)
     }
