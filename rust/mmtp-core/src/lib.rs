@@ -7,7 +7,9 @@
 
 pub mod basis_gen;
 pub mod chebyshev;
+pub mod loss;
 pub mod error;
+pub mod maxvol;
 pub mod model;
 pub mod neighbors;
 pub mod num;

@@ -234,3 +234,51 @@ fn directional_derivative_of_the_parameter_gradient_matches_finite_differences()
         }
     }
 }
+
+#[test]
+fn loss_gradient_matches_finite_differences_for_every_term() {
+    use mmtp_core::loss::{loss, Dataset, Labels, LossWeights};
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let pot = random_potential(&mut rng, 2, 3);
+    let mut configs = vec![];
+    let mut labels = vec![];
+    for c in 0..3 {
+        let cfg = random_config(&mut rng, 4 + c, 2, [true; 3]);
+        let n = cfg.positions.len();
+        labels.push(Labels {
+            energy: Some(rng.gen_range(-5.0..5.0)),
+            forces: Some((0..n).map(|_| [rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0)]).collect()),
+            stress: if c == 1 { None } else { Some([0.01, -0.02, 0.005, 0.001, 0.0, -0.003]) },
+            magnetic_forces: if c == 2 { None } else { Some((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()) },
+        });
+        configs.push(cfg);
+    }
+    let data = Dataset::new(configs, labels, pot.max_dist).unwrap();
+    let terms = [(1.0, 0.0, 0.0, 0.0), (0.0, 0.3, 0.0, 0.0), (0.0, 0.0, 0.01, 0.0), (0.0, 0.0, 0.0, 0.2), (1.0, 0.01, 0.001, 0.1)];
+    for sym in [false, true] {
+        for &(we, wf, ws, wt) in &terms {
+            for per_atom in [false, true] {
+                let w = LossWeights { energy: we, forces: wf, stress: ws, magnetic: wt, energy_per_atom: per_atom };
+                let out = loss(&pot, &data, None, w, sym, true).unwrap();
+                let h = 1e-5;
+                for k in (0..pot.n_params()).step_by(5) {
+                    let at = |x: f64| {
+                        let mut th = pot.params().to_vec();
+                        th[k] += x;
+                        let mut pp = pot.clone();
+                        pp.set_params(th).unwrap();
+                        loss(&pp, &data, None, w, sym, false).unwrap().loss
+                    };
+                    // fourth-order central differences
+                    let fd = (8.0 * (at(h) - at(-h)) - (at(2.0 * h) - at(-2.0 * h))) / (12.0 * h);
+                    assert!(
+                        (fd - out.grad[k]).abs() < 1e-4 * (1.0 + fd.abs()),
+                        "weights {:?} sym {sym} per_atom {per_atom} param {k}: {fd} vs {}",
+                        (we, wf, ws, wt),
+                        out.grad[k]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -2,12 +2,16 @@
 //! owned data, and the heavy work runs with the GIL released inside the core's
 //! thread pool.
 
+use mmtp_core::loss::{self, Dataset, Labels, LossWeights};
 use mmtp_core::{model, neighbors, threads, Config, EvalOptions, MmtpError, Output, Potential, Tables};
+use std::sync::Arc;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+
+mod maxvol_py;
 
 create_exception!(_core, MMTPError, PyValueError, "Invalid input to an mMTP computation.");
 
@@ -243,6 +247,133 @@ impl CorePotential {
             "CorePotential is not picklable; save the mmtp_rs.Potential to a file instead",
         ))
     }
+
+    /// Training objective over a dataset (optionally a subset of its
+    /// configurations) and, with `gradient=True`, its exact gradient.
+    /// `weights` = (w_e, w_f, w_s, w_t). Returns a dict with `loss`,
+    /// `gradient`, `sse` (energy, force, stress, magnetic-force sums of squared
+    /// residuals) and `count` (number of residual components of each).
+    #[pyo3(signature = (dataset, weights, energy_per_atom=false, symmetrize=true, gradient=true, subset=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn loss<'py>(
+        &self,
+        py: Python<'py>,
+        dataset: &CoreDataset,
+        weights: (f64, f64, f64, f64),
+        energy_per_atom: bool,
+        symmetrize: bool,
+        gradient: bool,
+        subset: Option<Vec<usize>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (we, wf, ws, wt) = weights;
+        for (name, v) in [("w_e", we), ("w_f", wf), ("w_s", ws), ("w_t", wt)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(MMTPError::new_err(format!("weight {name} must be finite and >= 0, got {v}")));
+            }
+        }
+        let w = LossWeights { energy: we, forces: wf, stress: ws, magnetic: wt, energy_per_atom };
+        let pot = &self.inner;
+        let data = dataset.inner.clone();
+        let out = py
+            .detach(|| threads::install(|| loss::loss(pot, &data, subset.as_deref(), w, symmetrize, gradient)))
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("loss", out.loss)?;
+        if gradient {
+            d.set_item("gradient", out.grad.into_pyarray(py))?;
+        }
+        d.set_item("sse", out.sse.to_vec())?;
+        d.set_item("count", out.count.to_vec())?;
+        Ok(d)
+    }
+}
+
+/// A training set held in Rust with its neighbour lists (built once).
+#[pyclass(module = "mmtp_rs._core")]
+struct CoreDataset {
+    inner: Arc<Dataset>,
+}
+
+type PyLabels<'py> = (
+    Option<f64>,
+    Option<PyReadonlyArray2<'py, f64>>,
+    Option<PyReadonlyArray1<'py, f64>>,
+    Option<PyReadonlyArray1<'py, f64>>,
+);
+
+#[pymethods]
+impl CoreDataset {
+    /// `configs`: list of (cell, pbc, positions, types, moments); `labels`:
+    /// list of (energy or None, forces (N,3) or None, stress (6,) or None,
+    /// magnetic_forces (N,) or None); `cutoff`: the potential's R_cut.
+    #[new]
+    #[allow(clippy::type_complexity)]
+    fn new<'py>(
+        py: Python<'py>,
+        configs: Vec<(
+            PyReadonlyArray2<'py, f64>,
+            [bool; 3],
+            PyReadonlyArray2<'py, f64>,
+            PyReadonlyArray1<'py, i64>,
+            PyReadonlyArray1<'py, f64>,
+        )>,
+        labels: Vec<PyLabels<'py>>,
+        cutoff: f64,
+    ) -> PyResult<Self> {
+        let mut cfgs = Vec::with_capacity(configs.len());
+        for (k, (c, p, x, t, m)) in configs.into_iter().enumerate() {
+            cfgs.push(make_config(c, p, x, t, m).map_err(|e| {
+                MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
+            })?);
+        }
+        let mut labs = Vec::with_capacity(labels.len());
+        for (k, (e, f, s, t)) in labels.into_iter().enumerate() {
+            let forces = match f {
+                Some(f) => Some(rows3(&f, "reference forces").map_err(|e| {
+                    MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
+                })?),
+                None => None,
+            };
+            let stress = match s {
+                Some(s) => {
+                    let v = s.as_array();
+                    if v.len() != 6 {
+                        return Err(MMTPError::new_err(format!(
+                            "configuration {k}: reference stress must have 6 Voigt components, got {}",
+                            v.len()
+                        )));
+                    }
+                    Some([v[0], v[1], v[2], v[3], v[4], v[5]])
+                }
+                None => None,
+            };
+            labs.push(Labels { energy: e, forces, stress, magnetic_forces: t.map(|t| t.as_array().to_vec()) });
+        }
+        let data = py
+            .detach(|| threads::install(|| Dataset::new(cfgs, labs, cutoff)))
+            .map_err(to_py)?;
+        Ok(CoreDataset { inner: Arc::new(data) })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Cutoff of the stored neighbour lists (Å).
+    #[getter]
+    fn cutoff(&self) -> f64 {
+        self.inner.cutoff
+    }
+
+    /// Number of atoms of each configuration.
+    fn n_atoms(&self) -> Vec<usize> {
+        self.inner.configs.iter().map(|c| c.positions.len()).collect()
+    }
+
+    /// Total number of ordered neighbour pairs stored.
+    fn n_pairs(&self) -> usize {
+        self.inner.nls.iter().map(|n| n.n_pairs()).sum()
+    }
 }
 
 /// Full neighbour list within `cutoff`: (offsets (N+1), index (P), vectors (P, 3)).
@@ -300,7 +431,9 @@ fn get_num_threads() -> usize {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    maxvol_py::register(m)?;
     m.add_class::<CorePotential>()?;
+    m.add_class::<CoreDataset>()?;
     m.add_function(wrap_pyfunction!(neighbor_list, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(generate_basis, m)?)?;
