@@ -1,0 +1,302 @@
+"""The two-stage simulation of the paper, with the extrapolation grade
+watched at every step.
+
+Stage 1 equilibrates the moments at fixed positions and cell (bounded
+quasi-Newton on the magnetic forces ``T = -dE/dm``). Stage 2 keeps the moments
+fixed and relaxes positions and cell, or runs NVT molecular dynamics. Every
+configuration visited is graded: ``gamma_low <= gamma <= gamma_up`` -> it is
+preselected and the simulation goes on; ``gamma > gamma_up`` -> it is
+preselected and the simulation stops (the potential is extrapolating too
+far for the trajectory to mean anything).
+
+The calculator must report ``energy``, ``forces``, ``magnetic_forces`` and
+``extrapolation_grade`` (e.g. :class:`mmtp_rs.active.GradingCalculator`);
+any other moment-aware ASE calculator works if ``grade`` is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from ase import Atoms, units
+
+__all__ = [
+    "Thresholds",
+    "GradeWatcher",
+    "ExtrapolationStop",
+    "SimulationExploded",
+    "SimulationResult",
+    "equilibrate_moments",
+    "relax",
+    "run_md",
+    "two_stage",
+]
+
+
+class ExtrapolationStop(Exception):
+    """Raised inside a simulation when the grade exceeds gamma_up."""
+
+
+class SimulationExploded(RuntimeError):
+    """The simulation reached an unphysical state (overlapping atoms, NaN)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Grade thresholds of one stage (the paper: gamma_low 2 for relaxation, 4 for MD; gamma_up 10)."""
+
+    gamma_low: float = 2.0
+    gamma_up: float = 10.0
+
+    def __post_init__(self):
+        if not (np.isfinite(self.gamma_low) and np.isfinite(self.gamma_up) and 0 < self.gamma_low <= self.gamma_up):
+            raise ValueError(f"need 0 < gamma_low <= gamma_up, got {self.gamma_low}, {self.gamma_up}")
+
+
+def _snapshot(atoms: Atoms, moments=None) -> Atoms:
+    a = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
+              pbc=atoms.pbc.copy())
+    a.set_initial_magnetic_moments(atoms.get_initial_magnetic_moments() if moments is None else np.asarray(moments))
+    return a
+
+
+def _calculator_grade(atoms: Atoms) -> float:
+    calc = atoms.calc
+    if calc is None:
+        raise ValueError("the atoms have no calculator to grade them")
+    g = calc.get_property("extrapolation_grade", atoms)
+    return float(np.max(g))
+
+
+@dataclass
+class GradeWatcher:
+    """Grades every visited configuration and keeps the preselected ones.
+
+    Parameters
+    ----------
+    thresholds : the stage's gamma_low / gamma_up
+    grade : function of the atoms returning the grade; default: the
+        calculator's ``extrapolation_grade``
+    stage : a name recorded with each preselected configuration
+    """
+
+    thresholds: Thresholds
+    grade: Callable[[Atoms], float] = _calculator_grade
+    stage: str = ""
+    preselected: list = field(default_factory=list)
+    grades: list = field(default_factory=list)
+    max_grade: float = 0.0
+    stopped: bool = False
+
+    def check(self, atoms: Atoms, moments=None) -> float:
+        """Grade ``atoms`` (with ``moments`` if given); raise ExtrapolationStop above gamma_up."""
+        g = float(self.grade(atoms))
+        if not np.isfinite(g):
+            raise SimulationExploded(f"{self.stage}: the extrapolation grade is {g}")
+        self.grades.append(g)
+        self.max_grade = max(self.max_grade, g)
+        if g >= self.thresholds.gamma_low:
+            snap = _snapshot(atoms, moments)
+            snap.info["MV_grade"] = g
+            snap.info["stage"] = self.stage
+            self.preselected.append(snap)
+        if g > self.thresholds.gamma_up:
+            self.stopped = True
+            raise ExtrapolationStop(f"{self.stage}: grade {g:.3g} > gamma_up {self.thresholds.gamma_up}")
+        return g
+
+
+def _check_finite(atoms: Atoms, what: str) -> None:
+    if not np.all(np.isfinite(atoms.positions)):
+        raise SimulationExploded(f"{what}: positions are not finite")
+
+
+def equilibrate_moments(atoms: Atoms, watcher: GradeWatcher | None = None, fmax: float = 1e-3,
+                        max_steps: int = 200, bounds: float | dict | None = None,
+                        keep_zero: bool = True) -> np.ndarray:
+    """Stage 1: minimise the energy over the moments at fixed geometry.
+
+    Uses scipy's bounded quasi-Newton (L-BFGS-B) on E(m) with gradient
+    ``-magnetic_forces``; each evaluated moment vector is graded. Moments
+    whose start is exactly zero stay zero if ``keep_zero`` (a symmetric
+    stationary point). ``bounds`` limits |m| (one number or per symbol).
+    Returns the final moments and leaves them in the atoms.
+    """
+    from scipy.optimize import minimize
+
+    if atoms.calc is None:
+        raise ValueError("equilibrate_moments needs atoms with a calculator")
+    m0 = np.asarray(atoms.get_initial_magnetic_moments(), dtype=float)
+    if m0.ndim != 1:
+        raise ValueError("collinear moments (one number per atom) are needed")
+    free = np.ones(len(m0), bool) if not keep_zero else m0 != 0.0
+    syms = atoms.get_chemical_symbols()
+    if bounds is None:
+        bnd = [(None, None)] * int(free.sum())
+    else:
+        lim = [bounds.get(s, np.inf) if isinstance(bounds, dict) else float(bounds) for s in syms]
+        bnd = [(-lim[i], lim[i]) for i in np.nonzero(free)[0]]
+    state = {"m": m0.copy(), "n": 0}
+
+    def fun(x):
+        m = state["m"].copy()
+        m[free] = x
+        atoms.set_initial_magnetic_moments(m)
+        e = atoms.get_potential_energy()
+        t = np.asarray(atoms.calc.get_property("magnetic_forces", atoms), dtype=float)
+        if not (np.isfinite(e) and np.all(np.isfinite(t))):
+            raise SimulationExploded("stage 1: energy or magnetic forces are not finite")
+        state["n"] += 1
+        if watcher is not None:
+            watcher.check(atoms, m)
+        return e, -t[free]
+
+    if free.any():
+        res = minimize(fun, m0[free], jac=True, method="L-BFGS-B", bounds=bnd,
+                       options={"maxiter": max_steps, "gtol": fmax, "maxfun": 2 * max_steps + 10})
+        m = m0.copy()
+        m[free] = res.x
+    else:
+        m = m0
+    atoms.set_initial_magnetic_moments(m)
+    return m
+
+
+def _attach_watch(dyn, atoms: Atoms, watcher: GradeWatcher | None, what: str):
+    def step():
+        _check_finite(atoms, what)
+        if watcher is not None:
+            watcher.check(atoms)
+
+    dyn.attach(step, interval=1)
+
+
+def relax(atoms: Atoms, watcher: GradeWatcher | None = None, fmax: float = 0.01, steps: int = 200,
+          cell: bool = True, optimizer: str = "FIRE") -> int:
+    """Stage 2 (relaxation): positions and, with ``cell``, the cell at fixed moments.
+
+    Returns the number of optimiser steps taken.
+    """
+    from ase import optimize
+    from ase.filters import FrechetCellFilter
+
+    if atoms.calc is None:
+        raise ValueError("relax needs atoms with a calculator")
+    opt_cls = getattr(optimize, optimizer, None)
+    if opt_cls is None:
+        raise ValueError(f"unknown ASE optimizer {optimizer!r}")
+    import warnings
+
+    target = FrechetCellFilter(atoms) if cell and all(atoms.pbc) else atoms
+    dyn = opt_cls(target, logfile=None)
+    _attach_watch(dyn, atoms, watcher, "relaxation")
+    with warnings.catch_warnings():
+        # scipy's matrix logarithm inside the cell filter warns at round-off level
+        warnings.filterwarnings("ignore", message="logm result may be inaccurate")
+        dyn.run(fmax=fmax, steps=steps)
+    return dyn.get_number_of_steps()
+
+
+def run_md(atoms: Atoms, watcher: GradeWatcher | None = None, temperature_K: float = 300.0, steps: int = 1000,
+           timestep_fs: float = 1.0, thermostat: str = "langevin", seed: int = 0,
+           friction_per_fs: float = 0.01, tdamp_fs: float = 100.0) -> int:
+    """Stage 2 (MD): NVT molecular dynamics at fixed moments and cell.
+
+    ``thermostat``: "langevin", "nose-hoover" (chain) or "bussi". Velocities
+    start from a Maxwell-Boltzmann distribution at ``temperature_K``.
+    Returns the number of steps run.
+    """
+    from ase.md import velocitydistribution as vd
+
+    if atoms.calc is None:
+        raise ValueError("run_md needs atoms with a calculator")
+    if not (temperature_K >= 0 and np.isfinite(temperature_K)):
+        raise ValueError(f"temperature must be >= 0 K, got {temperature_K}")
+    rng = np.random.default_rng(seed)
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+    else:  # ASE < 3.28
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    vd.Stationary(atoms)
+    dt = timestep_fs * units.fs
+    name = thermostat.lower().replace("_", "-")
+    if name == "langevin":
+        from ase.md.langevin import Langevin
+
+        dyn = Langevin(atoms, dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng,
+                       fixcm=False)
+    elif name in ("nose-hoover", "nosehoover", "nose-hoover-chain"):
+        from ase.md.nose_hoover_chain import NoseHooverChainNVT
+
+        dyn = NoseHooverChainNVT(atoms, dt, temperature_K=temperature_K, tdamp=tdamp_fs * units.fs)
+    elif name == "bussi":
+        from ase.md.bussi import Bussi
+
+        dyn = Bussi(atoms, dt, temperature_K=temperature_K, taut=tdamp_fs * units.fs, rng=rng)
+    else:
+        raise ValueError(f"unknown thermostat {thermostat!r} (langevin, nose-hoover, bussi)")
+    _attach_watch(dyn, atoms, watcher, f"MD at {temperature_K} K")
+    dyn.run(steps)
+    return dyn.get_number_of_steps()
+
+
+@dataclass
+class SimulationResult:
+    """What one two-stage simulation found."""
+
+    preselected: list
+    stopped: bool  # a grade above gamma_up ended the run
+    exploded: str | None  # reason, if the simulation became unphysical
+    max_grade: float
+    n_evaluations: int
+    final: Atoms | None
+
+    def summary(self) -> dict:
+        return {"preselected": len(self.preselected), "stopped": self.stopped, "exploded": self.exploded,
+                "max_grade": self.max_grade, "n_evaluations": self.n_evaluations}
+
+
+def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | None = Thresholds(2.0, 10.0),
+              stage2_thresholds: Thresholds | None = None, grade: Callable[[Atoms], float] | None = None,
+              equilibrate: bool = True, moment_bounds=None, **stage2_kwargs) -> SimulationResult:
+    """Run stage 1 (moments at fixed geometry) then stage 2 ("relax" or "md").
+
+    ``stage2_thresholds`` defaults to the paper's (2, 10) for relaxation and
+    (4, 10) for MD. Extra keyword arguments go to :func:`relax` or
+    :func:`run_md`. The simulation stops cleanly on a grade above gamma_up,
+    and on an explosion (overlapping atoms, non-finite values), keeping what
+    was preselected before.
+    """
+    from .potential import MMTPError
+
+    if stage2 not in ("relax", "md"):
+        raise ValueError(f"stage2 must be 'relax' or 'md', got {stage2!r}")
+    if stage2_thresholds is None:
+        stage2_thresholds = Thresholds(2.0, 10.0) if stage2 == "relax" else Thresholds(4.0, 10.0)
+    atoms = atoms.copy()
+    atoms.calc = calc
+    kw = {} if grade is None else {"grade": grade}
+    w1 = GradeWatcher(stage1 or Thresholds(np.inf, np.inf), stage="moments", **kw) if stage1 else None
+    w2 = GradeWatcher(stage2_thresholds, stage=stage2, **kw)
+    exploded = None
+    stopped = False
+    try:
+        if equilibrate:
+            equilibrate_moments(atoms, w1, bounds=moment_bounds)
+        if stage2 == "relax":
+            relax(atoms, w2, **stage2_kwargs)
+        else:
+            run_md(atoms, w2, **stage2_kwargs)
+    except ExtrapolationStop:
+        stopped = True
+    except SimulationExploded as exc:
+        exploded = str(exc)
+    except (MMTPError, FloatingPointError) as exc:
+        exploded = f"{type(exc).__name__}: {exc}"
+    pre = (w1.preselected if w1 else []) + w2.preselected
+    grades = (w1.grades if w1 else []) + w2.grades
+    return SimulationResult(preselected=pre, stopped=stopped, exploded=exploded,
+                            max_grade=max(grades) if grades else 0.0, n_evaluations=len(grades),
+                            final=None if exploded else atoms)
