@@ -24,7 +24,7 @@ fn main() {
         .collect();
     let pot = Potential::new(2, 0.02, 1.7, 5.0, 8, 2, vec![-0.1, -3.2], vec![0.1, 3.2], t, params).expect("pot");
     let a = 4.15;
-    let reps = 4;
+    let reps: usize = std::env::var("REPS").ok().and_then(|x| x.parse().ok()).unwrap_or(4);
     let mut positions = vec![];
     let mut types = vec![];
     let mut moments = vec![];
@@ -54,7 +54,9 @@ fn main() {
         ("forces+grad, sym", EvalOptions { symmetrize: true, param_grad: true, forces: true }),
     ] {
         let mut best = f64::INFINITY;
-        for _ in 0..15 {
+        let nrep: usize = std::env::var("NREP").ok().and_then(|x| x.parse().ok()).unwrap_or(15);
+        if std::env::var("ONLY").map(|o| o != name).unwrap_or(false) { continue; }
+        for _ in 0..nrep {
             let t0 = Instant::now();
             let o = pool.install(|| pot.evaluate_with(&cfg, &nl, opts));
             std::hint::black_box(o);
