@@ -471,12 +471,16 @@ impl Potential {
     }
 
     /// Site energy of atom `i` (for each sign of the moments in `signs`,
-    /// each weighted by `w`) and its contributions to all derivatives. The
-    /// geometry (radial basis contracted with the coefficients, angular
-    /// monomials) is shared by both signs, and the force back-propagation
-    /// through the angular part is done once. Generic over the scalar type
-    /// (f64, or dual numbers for directional derivatives); `vecs` and `moms`
-    /// hold the neighbour vectors (indexed like `nl.vec`) and the moments.
+    /// each weighted by `w`) and its contributions to all derivatives.
+    ///
+    /// Data layout: structure of arrays over the neighbours (sorted by
+    /// species), so every inner loop runs over the ~50-100 neighbours and
+    /// vectorises. The geometry (radial basis contracted with the
+    /// coefficients, angular monomials) is shared by both signs, and the
+    /// force back-propagation through the angular part is done once. Generic
+    /// over the scalar type (f64, or dual numbers for directional
+    /// derivatives); `vecs` and `moms` hold the neighbour vectors (indexed
+    /// like `nl.vec`) and the moments.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn atom<T: Num>(
@@ -500,172 +504,247 @@ impl Potential {
         let mm = m_ * m_;
         let kmm = kr * mm;
         let nmono = lay.monos.len();
-        let ms1 = nmono + 1; // monomials per neighbour plus a zero slot
         let nbasic = lay.perm.len();
         let zi = types[i];
         let range = nl.range(i);
         let nn = range.len();
         let mp1 = lay.max_pow + 1;
-        sc.ensure(nn, self);
         let backward = opts.forces || opts.param_grad;
         let block = kr * p_ * mm;
         let zero = T::cst(0.0);
+        sc.prepare(nn, self);
+
+        // ---- neighbours sorted by species: group z is ks[gs[z]..gs[z + 1]]
+        sc.ks.clear();
+        sc.gs.clear();
+        for z in 0..c_ {
+            sc.gs.push(sc.ks.len());
+            for k in range.clone() {
+                if types[nl.index[k]] == z {
+                    sc.ks.push(k);
+                }
+            }
+        }
+        sc.gs.push(sc.ks.len());
 
         // ---- geometry, shared by both signs
         let rc = self.max_dist;
         let rmin = self.min_dist;
         let xs = 2.0 / (rc - rmin);
-        let mut tbuf = [zero; 64];
-        let mut dtbuf = [zero; 64];
-        let mut phi = [zero; 64];
-        let mut dphi = [zero; 64];
-        for (n, k) in range.clone().enumerate() {
-            let v = vecs[k];
-            let zj = types[nl.index[k]];
-            let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
-            let x = r * xs - T::cst((rmin + rc) / (rc - rmin));
-            cheb_with_deriv(x, &mut tbuf[..p_], &mut dtbuf[..p_]);
-            let d = T::cst(rc) - r;
-            let d2 = d * d * self.scaling;
-            let d1 = d * (2.0 * self.scaling);
-            for z in 0..p_ {
-                phi[z] = tbuf[z] * d2;
-                dphi[z] = dtbuf[z] * xs * d2 - tbuf[z] * d1;
+        let x0 = (rmin + rc) / (rc - rmin);
+        {
+            let (ux, rest) = sc.u.split_at_mut(nn);
+            let (uy, uz) = rest.split_at_mut(nn);
+            for (n, &k) in sc.ks.iter().enumerate() {
+                let v = vecs[k];
+                let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+                let inv_r = r.recip();
+                ux[n] = v[0] * inv_r;
+                uy[n] = v[1] * inv_r;
+                uz[n] = v[2] * inv_r;
+                sc.inv_r[n] = inv_r;
+                let x = r * xs - T::cst(x0);
+                let d = T::cst(rc) - r;
+                sc.xr[n] = x;
+                sc.d2[n] = d * d * self.scaling;
+                sc.d1[n] = d * (2.0 * self.scaling);
             }
-            sc.phi[n * p_..(n + 1) * p_].copy_from_slice(&phi[..p_]);
-            // H[mu][beta gamma] = sum_zeta c[zi zj mu zeta beta gamma] phi_zeta (and with dphi)
-            let cpair = &self.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
-            let h = &mut sc.h[n * kmm..(n + 1) * kmm];
-            h.fill(zero);
-            for z in 0..p_ {
-                let c = &cpair[z * kmm..(z + 1) * kmm];
-                let pz = phi[z];
-                for t in 0..kmm {
-                    h[t] += pz * c[t];
+        }
+        // Chebyshev T_z(x) and T_z'(x) of every neighbour, then phi and dphi
+        {
+            let t = &mut sc.t;
+            let dt = &mut sc.dt;
+            for n in 0..nn {
+                t[n] = T::cst(1.0);
+                dt[n] = zero;
+            }
+            if p_ > 1 {
+                for n in 0..nn {
+                    t[nn + n] = sc.xr[n];
+                    dt[nn + n] = T::cst(1.0);
                 }
             }
-            if opts.forces {
-                let hd = &mut sc.hd[n * kmm..(n + 1) * kmm];
-                hd.fill(zero);
-                for z in 0..p_ {
-                    let c = &cpair[z * kmm..(z + 1) * kmm];
-                    let pz = dphi[z];
-                    for t in 0..kmm {
-                        hd[t] += pz * c[t];
+            for z in 2..p_ {
+                let (lo, hi) = t.split_at_mut(z * nn);
+                let (dlo, dhi) = dt.split_at_mut(z * nn);
+                let (t2, t1) = (&lo[(z - 2) * nn..(z - 1) * nn], &lo[(z - 1) * nn..z * nn]);
+                let (d2_, d1_) = (&dlo[(z - 2) * nn..(z - 1) * nn], &dlo[(z - 1) * nn..z * nn]);
+                let tz = &mut hi[..nn];
+                let dz = &mut dhi[..nn];
+                for n in 0..nn {
+                    let x2 = sc.xr[n] * 2.0;
+                    tz[n] = x2 * t1[n] - t2[n];
+                    dz[n] = t1[n] * 2.0 + x2 * d1_[n] - d2_[n];
+                }
+            }
+            for z in 0..p_ {
+                let ph = &mut sc.phi[z * nn..(z + 1) * nn];
+                let tz = &t[z * nn..(z + 1) * nn];
+                for n in 0..nn {
+                    ph[n] = tz[n] * sc.d2[n];
+                }
+                if opts.forces {
+                    let dph = &mut sc.dphi[z * nn..(z + 1) * nn];
+                    let dz = &dt[z * nn..(z + 1) * nn];
+                    for n in 0..nn {
+                        dph[n] = dz[n] * xs * sc.d2[n] - tz[n] * sc.d1[n];
                     }
                 }
             }
-            let inv_r = r.recip();
-            let u = [v[0] * inv_r, v[1] * inv_r, v[2] * inv_r];
-            sc.unit[n] = u;
-            sc.inv_r[n] = inv_r;
-            // monomials of degree nu from those of degree nu - 1 (canonical order):
-            // x * (all of degree nu-1), y * (the a = 0 tail of degree nu-1), z * (the last one)
-            let mono = &mut sc.mono[n * ms1..(n + 1) * ms1];
-            mono[0] = T::cst(1.0);
+        }
+        // H[t][n] = sum_zeta c[zi zj(n) t zeta] phi_zeta(n) (and with dphi)
+        sc.h[..kmm * nn].fill(zero);
+        if opts.forces {
+            sc.hd[..kmm * nn].fill(zero);
+        }
+        for zj in 0..c_ {
+            let (s0, s1) = (sc.gs[zj], sc.gs[zj + 1]);
+            if s0 == s1 {
+                continue;
+            }
+            let cpair = &self.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
+            for z in 0..p_ {
+                let c = &cpair[z * kmm..(z + 1) * kmm];
+                let ph = &sc.phi[z * nn + s0..z * nn + s1];
+                for t in 0..kmm {
+                    let ct = c[t];
+                    let h = &mut sc.h[t * nn + s0..t * nn + s1];
+                    for n in 0..s1 - s0 {
+                        h[n] += ph[n] * ct;
+                    }
+                }
+                if opts.forces {
+                    let dph = &sc.dphi[z * nn + s0..z * nn + s1];
+                    for t in 0..kmm {
+                        let ct = c[t];
+                        let h = &mut sc.hd[t * nn + s0..t * nn + s1];
+                        for n in 0..s1 - s0 {
+                            h[n] += dph[n] * ct;
+                        }
+                    }
+                }
+            }
+        }
+        // monomials mono[q][n] by the degree recursion (canonical order):
+        // x * (all of degree nu-1), y * (the a = 0 tail of degree nu-1), z * (the last one)
+        {
+            let mono = &mut sc.mono;
+            for n in 0..nn {
+                mono[n] = T::cst(1.0);
+            }
+            let (ux, rest) = sc.u.split_at(nn);
+            let (uy, uz) = rest.split_at(nn);
             let mut prev_start = 0;
             let mut prev_len = 1;
             for nu in 1..mp1 {
                 let start = prev_start + prev_len;
-                let (lo, hi) = mono.split_at_mut(start);
-                let prev = &lo[prev_start..start];
-                let hi = &mut hi[..prev_len + nu + 1];
+                let (lo, hi) = mono.split_at_mut(start * nn);
                 for t in 0..prev_len {
-                    hi[t] = u[0] * prev[t];
+                    let src = &lo[(prev_start + t) * nn..(prev_start + t + 1) * nn];
+                    let dst = &mut hi[t * nn..(t + 1) * nn];
+                    for n in 0..nn {
+                        dst[n] = ux[n] * src[n];
+                    }
                 }
-                let tail = &prev[prev_len - nu..];
                 for t in 0..nu {
-                    hi[prev_len + t] = u[1] * tail[t];
+                    let q = prev_start + prev_len - nu + t;
+                    let src = &lo[q * nn..(q + 1) * nn];
+                    let dst = &mut hi[(prev_len + t) * nn..(prev_len + t + 1) * nn];
+                    for n in 0..nn {
+                        dst[n] = uy[n] * src[n];
+                    }
                 }
-                hi[prev_len + nu] = u[2] * prev[prev_len - 1];
+                let q = prev_start + prev_len - 1;
+                let src = &lo[q * nn..(q + 1) * nn];
+                let dst = &mut hi[(prev_len + nu) * nn..(prev_len + nu + 1) * nn];
+                for n in 0..nn {
+                    dst[n] = uz[n] * src[n];
+                }
                 prev_start = start;
                 prev_len += nu + 1;
             }
-            mono[nmono] = zero;
         }
         if opts.forces {
-            sc.wq[..nn * nmono].fill(zero);
+            sc.wq[..nmono * nn].fill(zero);
             sc.radial_g[..nn].fill(zero);
         }
         if opts.param_grad {
-            sc.gpair[..nn * kmm].fill(zero);
+            sc.gpair[..kmm * nn].fill(zero);
         }
 
         for &sign in signs {
+            // magnetic basis of the central atom and of every neighbour
             let mi = moms[i] * sign;
             let (psi_scale_i, yi) = mag_arg(self, zi, mi);
             cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
             for b in 0..m_ {
                 sc.dpsi_i[b] *= psi_scale_i;
             }
-            // radial functions of every neighbour
-            let mut pj = [zero; 64];
-            let mut dpj = [zero; 64];
-            for (n, k) in range.clone().enumerate() {
-                let j = nl.index[k];
-                let zj = types[j];
-                let mj = moms[j] * sign;
-                let (sj, yj) = mag_arg(self, zj, mj);
-                cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
-                for g in 0..m_ {
-                    dpj[g] *= sj;
-                }
-                sc.psi_j[n * m_..(n + 1) * m_].copy_from_slice(&pj[..m_]);
-                let h = &sc.h[n * kmm..(n + 1) * kmm];
-                for mu in 0..kr {
-                    let hm = &h[mu * mm..(mu + 1) * mm];
-                    let mut f = zero;
-                    let mut fmj = zero;
-                    let mut fmi = zero;
-                    for b in 0..m_ {
-                        let mut a = zero;
-                        let mut ad = zero;
-                        for g in 0..m_ {
-                            a += hm[b * m_ + g] * pj[g];
-                            ad += hm[b * m_ + g] * dpj[g];
-                        }
-                        f += sc.psi_i[b] * a;
-                        fmj += sc.psi_i[b] * ad;
-                        fmi += sc.dpsi_i[b] * a;
+            if m_ > 1 {
+                let mut pj = [zero; 64];
+                let mut dpj = [zero; 64];
+                for (n, &k) in sc.ks.iter().enumerate() {
+                    let j = nl.index[k];
+                    let (sj, yj) = mag_arg(self, types[j], moms[j] * sign);
+                    cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
+                    for g in 0..m_ {
+                        sc.pj[g * nn + n] = pj[g];
+                        sc.dpj[g * nn + n] = dpj[g] * sj;
                     }
-                    sc.f[n * kr + mu] = f;
-                    sc.fmj[n * kr + mu] = fmj;
-                    sc.fmi[n * kr + mu] = fmi;
                 }
-                if opts.forces {
-                    let hd = &sc.hd[n * kmm..(n + 1) * kmm];
-                    for mu in 0..kr {
-                        let hm = &hd[mu * mm..(mu + 1) * mm];
-                        let mut fr = zero;
-                        for b in 0..m_ {
-                            let mut a = zero;
-                            for g in 0..m_ {
-                                a += hm[b * m_ + g] * pj[g];
-                            }
-                            fr += sc.psi_i[b] * a;
+            } else {
+                sc.pj[..nn].fill(T::cst(1.0));
+                sc.dpj[..nn].fill(zero);
+            }
+            // f_mu(n) and its derivatives: contract H over (beta, gamma)
+            sc.f[..kr * nn].fill(zero);
+            sc.fmj[..kr * nn].fill(zero);
+            sc.fmi[..kr * nn].fill(zero);
+            if opts.forces {
+                sc.fr[..kr * nn].fill(zero);
+            }
+            for mu in 0..kr {
+                for b in 0..m_ {
+                    let (pb, dpb) = (sc.psi_i[b], sc.dpsi_i[b]);
+                    for g in 0..m_ {
+                        let t = mu * mm + b * m_ + g;
+                        let h = &sc.h[t * nn..(t + 1) * nn];
+                        let pg = &sc.pj[g * nn..(g + 1) * nn];
+                        let dpg = &sc.dpj[g * nn..(g + 1) * nn];
+                        let f = &mut sc.f[mu * nn..(mu + 1) * nn];
+                        for n in 0..nn {
+                            f[n] += h[n] * pg[n] * pb;
                         }
-                        sc.fr[n * kr + mu] = fr;
+                        if backward {
+                            let fmj = &mut sc.fmj[mu * nn..(mu + 1) * nn];
+                            for n in 0..nn {
+                                fmj[n] += h[n] * dpg[n] * pb;
+                            }
+                            let fmi = &mut sc.fmi[mu * nn..(mu + 1) * nn];
+                            for n in 0..nn {
+                                fmi[n] += h[n] * pg[n] * dpb;
+                            }
+                        }
+                        if opts.forces {
+                            let hd = &sc.hd[t * nn..(t + 1) * nn];
+                            let fr = &mut sc.fr[mu * nn..(mu + 1) * nn];
+                            for n in 0..nn {
+                                fr[n] += hd[n] * pg[n] * pb;
+                            }
+                        }
                     }
                 }
             }
-            // basic moments (internal order), products, site energy
-            let bm = &mut sc.bm;
-            bm.fill(zero);
-            for n in 0..nn {
-                let f = &sc.f[n * kr..(n + 1) * kr];
-                let mono = &sc.mono[n * ms1..(n + 1) * ms1];
-                for &(mu, ms, len, bs) in &lay.blocks {
-                    let fm = f[mu];
-                    let dst = &mut bm[bs..bs + len];
-                    let src = &mono[ms..ms + len];
-                    for t in 0..len {
-                        dst[t] += fm * src[t];
-                    }
+            // basic moments: bm[q] = sum_n f_mu(n) mono_q(n)
+            for &(mu, ms, len, bs) in &lay.blocks {
+                let f = &sc.f[mu * nn..(mu + 1) * nn];
+                for t in 0..len {
+                    sc.bm[bs + t] = dot(f, &sc.mono[(ms + t) * nn..(ms + t + 1) * nn]);
                 }
             }
             let mom = &mut sc.moments;
             for (t, &kb) in lay.perm.iter().enumerate() {
-                mom[kb] = bm[t];
+                mom[kb] = sc.bm[t];
             }
             mom[nbasic..].fill(zero);
             debug_assert!(mom.len() == self.tables.n_moments);
@@ -710,72 +789,78 @@ impl Potential {
                     *dm.get_unchecked_mut(b) += g * ma;
                 }
             }
-            let dbm = &mut sc.dbm;
             for (t, &kb) in lay.perm.iter().enumerate() {
-                dbm[t] = dm[kb];
+                sc.dbm[t] = dm[kb];
             }
-            let mut dedmi = zero;
-            let mut g = [zero; 64];
-            for (n, k) in range.clone().enumerate() {
-                let j = nl.index[k];
-                let mono = &sc.mono[n * ms1..(n + 1) * ms1];
-                let f = &sc.f[n * kr..(n + 1) * kr];
-                g[..kr].fill(zero);
-                for &(mu, ms, len, bs) in &lay.blocks {
-                    g[mu] += dot(&dbm[bs..bs + len], &mono[ms..ms + len]);
-                }
-                if opts.forces {
-                    let wq = &mut sc.wq[n * nmono..(n + 1) * nmono];
-                    for &(mu, ms, len, bs) in &lay.blocks {
-                        let d = &dbm[bs..bs + len];
-                        let wf = f[mu] * w;
-                        let dstq = &mut wq[ms..ms + len];
-                        for t in 0..len {
-                            dstq[t] += wf * d[t];
-                        }
+            // g_mu(n) = sum_q dbm[q] mono_q(n); wq[q](n) += w f_mu(n) dbm[q]
+            sc.g[..kr * nn].fill(zero);
+            for &(mu, ms, len, bs) in &lay.blocks {
+                for t in 0..len {
+                    let d = sc.dbm[bs + t];
+                    let mono = &sc.mono[(ms + t) * nn..(ms + t + 1) * nn];
+                    let g = &mut sc.g[mu * nn..(mu + 1) * nn];
+                    for n in 0..nn {
+                        g[n] += mono[n] * d;
                     }
-                    let mut gr = zero;
-                    let mut gmj = zero;
-                    for mu in 0..kr {
-                        gr += g[mu] * sc.fr[n * kr + mu];
-                        gmj += g[mu] * sc.fmj[n * kr + mu];
-                        dedmi += g[mu] * sc.fmi[n * kr + mu];
-                    }
-                    sc.radial_g[n] += gr * w;
-                    acc.dedm[j] += gmj * (w * sign);
-                }
-                if opts.param_grad {
-                    let pjn = &sc.psi_j[n * m_..(n + 1) * m_];
-                    let gp = &mut sc.gpair[n * kmm..(n + 1) * kmm];
-                    for mu in 0..kr {
-                        let gm = g[mu] * w;
-                        for b in 0..m_ {
-                            let gb = gm * sc.psi_i[b];
-                            for gg in 0..m_ {
-                                gp[mu * mm + b * m_ + gg] += gb * pjn[gg];
-                            }
+                    if opts.forces {
+                        let dw = d * w;
+                        let f = &sc.f[mu * nn..(mu + 1) * nn];
+                        let wq = &mut sc.wq[(ms + t) * nn..(ms + t + 1) * nn];
+                        for n in 0..nn {
+                            wq[n] += f[n] * dw;
                         }
                     }
                 }
             }
             if opts.forces {
+                let mut dedmi = zero;
+                sc.tmp[..nn].fill(zero);
+                for mu in 0..kr {
+                    let g = &sc.g[mu * nn..(mu + 1) * nn];
+                    let fr = &sc.fr[mu * nn..(mu + 1) * nn];
+                    let fmj = &sc.fmj[mu * nn..(mu + 1) * nn];
+                    dedmi += dot(g, &sc.fmi[mu * nn..(mu + 1) * nn]);
+                    for n in 0..nn {
+                        sc.radial_g[n] += g[n] * fr[n] * w;
+                        sc.tmp[n] += g[n] * fmj[n];
+                    }
+                }
+                for (n, &k) in sc.ks.iter().enumerate() {
+                    acc.dedm[nl.index[k]] += sc.tmp[n] * (w * sign);
+                }
                 acc.dedm[i] += dedmi * (w * sign);
+            }
+            if opts.param_grad {
+                for mu in 0..kr {
+                    for b in 0..m_ {
+                        let gb = sc.psi_i[b] * w;
+                        for gg in 0..m_ {
+                            let t = mu * mm + b * m_ + gg;
+                            let g = &sc.g[mu * nn..(mu + 1) * nn];
+                            let pg = &sc.pj[gg * nn..(gg + 1) * nn];
+                            let gp = &mut sc.gpair[t * nn..(t + 1) * nn];
+                            for n in 0..nn {
+                                gp[n] += g[n] * pg[n] * gb;
+                            }
+                        }
+                    }
+                }
             }
         }
         if opts.param_grad {
-            // dE/dc[zi zj mu zeta beta gamma] = sum over signs of w g_mu psi_i psi_j, times phi_zeta
-            for (n, k) in range.clone().enumerate() {
-                let zj = types[nl.index[k]];
-                let phi = &sc.phi[n * p_..(n + 1) * p_];
-                let gp = &sc.gpair[n * kmm..(n + 1) * kmm];
+            // dE/dc[zi zj mu zeta beta gamma] = sum_n phi_zeta(n) gpair[mu beta gamma](n) over neighbours of species zj
+            for zj in 0..c_ {
+                let (s0, s1) = (sc.gs[zj], sc.gs[zj + 1]);
+                if s0 == s1 {
+                    continue;
+                }
                 let dst = &mut acc.grad[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
                 for mu in 0..kr {
-                    let gm = &gp[mu * mm..(mu + 1) * mm];
                     for z in 0..p_ {
-                        let pz = phi[z];
-                        let d = &mut dst[(mu * p_ + z) * mm..(mu * p_ + z + 1) * mm];
+                        let ph = &sc.phi[z * nn + s0..z * nn + s1];
                         for t in 0..mm {
-                            d[t] += pz * gm[t];
+                            let gp = &sc.gpair[(mu * mm + t) * nn + s0..(mu * mm + t) * nn + s1];
+                            dst[(mu * p_ + z) * mm + t] += dot(ph, gp);
                         }
                     }
                 }
@@ -784,41 +869,61 @@ impl Potential {
         if !opts.forces {
             return;
         }
-        // ---- forces and virial: one pass through the angular gradients
-        for (n, k) in range.enumerate() {
-            let j = nl.index[k];
-            let v = vecs[k];
-            let u = sc.unit[n];
-            let inv_r = sc.inv_r[n];
-            // reverse pass through the monomial recursion: adjoint wrt the unit vector
-            let wq = &mut sc.wq[n * nmono..(n + 1) * nmono];
-            let mono = &sc.mono[n * ms1..(n + 1) * ms1];
-            let mut du = [zero; 3];
+        // ---- forces and virial: reverse pass through the monomial recursion
+        // gives dE/du for every neighbour at once
+        sc.du[..3 * nn].fill(zero);
+        {
+            let (ux, rest) = sc.u.split_at(nn);
+            let (uy, uz) = rest.split_at(nn);
+            let (dux, rest) = sc.du.split_at_mut(nn);
+            let (duy, duz) = rest.split_at_mut(nn);
+            let duz = &mut duz[..nn];
+            let wq = &mut sc.wq;
+            let mono = &sc.mono;
             let mut end = nmono;
             for nu in (1..mp1).rev() {
                 let len = (nu + 1) * (nu + 2) / 2;
                 let start = end - len;
                 let prev_len = len - nu - 1;
                 let prev_start = start - prev_len;
-                let (lo, hi) = wq.split_at_mut(start);
-                let wprev = &mut lo[prev_start..];
-                let whi = &hi[..len];
-                let prev = &mono[prev_start..start];
-                du[0] += dot(&whi[..prev_len], prev);
+                let (lo, hi) = wq.split_at_mut(start * nn);
                 for t in 0..prev_len {
-                    wprev[t] += u[0] * whi[t];
+                    let whi = &hi[t * nn..(t + 1) * nn];
+                    let prev = &mono[(prev_start + t) * nn..(prev_start + t + 1) * nn];
+                    let wprev = &mut lo[(prev_start + t) * nn..(prev_start + t + 1) * nn];
+                    for n in 0..nn {
+                        dux[n] += whi[n] * prev[n];
+                        wprev[n] += ux[n] * whi[n];
+                    }
                 }
-                let tail = &prev[prev_len - nu..];
-                du[1] += dot(&whi[prev_len..prev_len + nu], tail);
-                let wtail = &mut wprev[prev_len - nu..];
                 for t in 0..nu {
-                    wtail[t] += u[1] * whi[prev_len + t];
+                    let q = prev_start + prev_len - nu + t;
+                    let whi = &hi[(prev_len + t) * nn..(prev_len + t + 1) * nn];
+                    let prev = &mono[q * nn..(q + 1) * nn];
+                    let wprev = &mut lo[q * nn..(q + 1) * nn];
+                    for n in 0..nn {
+                        duy[n] += whi[n] * prev[n];
+                        wprev[n] += uy[n] * whi[n];
+                    }
                 }
-                du[2] += whi[prev_len + nu] * prev[prev_len - 1];
-                wtail[nu - 1] += u[2] * whi[prev_len + nu];
+                let q = prev_start + prev_len - 1;
+                let whi = &hi[(prev_len + nu) * nn..(prev_len + nu + 1) * nn];
+                let prev = &mono[q * nn..(q + 1) * nn];
+                let wprev = &mut lo[q * nn..(q + 1) * nn];
+                for n in 0..nn {
+                    duz[n] += whi[n] * prev[n];
+                    wprev[n] += uz[n] * whi[n];
+                }
                 end = start;
             }
-            // E depends on v through u = v / r and r: dE/dv = (dU - (dU.u) u) / r + radial u
+        }
+        // E depends on v through u = v / r and r: dE/dv = (dU - (dU.u) u) / r + radial u
+        for (n, &k) in sc.ks.iter().enumerate() {
+            let j = nl.index[k];
+            let v = vecs[k];
+            let u = [sc.u[n], sc.u[nn + n], sc.u[2 * nn + n]];
+            let du = [sc.du[n], sc.du[nn + n], sc.du[2 * nn + n]];
+            let inv_r = sc.inv_r[n];
             let sd = du[0] * u[0] + du[1] * u[1] + du[2] * u[2];
             let radial = sc.radial_g[n] - sd * inv_r;
             let gv = [
@@ -1064,21 +1169,33 @@ impl<T: Num> Acc<T> {
 }
 
 struct Scratch<T: Num> {
-    cap: usize,
+    nn: usize,
+    ks: Vec<usize>,
+    gs: Vec<usize>,
     psi_i: Vec<T>,
     dpsi_i: Vec<T>,
+    u: Vec<T>,
+    du: Vec<T>,
+    inv_r: Vec<T>,
+    xr: Vec<T>,
+    d1: Vec<T>,
+    d2: Vec<T>,
+    t: Vec<T>,
+    dt: Vec<T>,
     phi: Vec<T>,
+    dphi: Vec<T>,
     h: Vec<T>,
     hd: Vec<T>,
     gpair: Vec<T>,
-    psi_j: Vec<T>,
+    pj: Vec<T>,
+    dpj: Vec<T>,
     f: Vec<T>,
     fr: Vec<T>,
     fmj: Vec<T>,
     fmi: Vec<T>,
+    g: Vec<T>,
+    tmp: Vec<T>,
     mono: Vec<T>,
-    unit: Vec<[T; 3]>,
-    inv_r: Vec<T>,
     wq: Vec<T>,
     radial_g: Vec<T>,
     bm: Vec<T>,
@@ -1092,21 +1209,33 @@ impl<T: Num> Scratch<T> {
         let nb = p.layout.perm.len();
         let z = T::cst(0.0);
         Scratch {
-            cap: 0,
+            nn: usize::MAX,
+            ks: vec![],
+            gs: vec![],
             psi_i: vec![z; p.n_psi],
             dpsi_i: vec![z; p.n_psi],
+            u: vec![],
+            du: vec![],
+            inv_r: vec![],
+            xr: vec![],
+            d1: vec![],
+            d2: vec![],
+            t: vec![],
+            dt: vec![],
             phi: vec![],
+            dphi: vec![],
             h: vec![],
             hd: vec![],
             gpair: vec![],
-            psi_j: vec![],
+            pj: vec![],
+            dpj: vec![],
             f: vec![],
             fr: vec![],
             fmj: vec![],
             fmi: vec![],
+            g: vec![],
+            tmp: vec![],
             mono: vec![],
-            unit: vec![],
-            inv_r: vec![],
             wq: vec![],
             radial_g: vec![],
             bm: vec![z; nb],
@@ -1115,27 +1244,42 @@ impl<T: Num> Scratch<T> {
             dmom: vec![z; p.tables.n_moments],
         }
     }
-    fn ensure(&mut self, nn: usize, p: &Potential) {
-        if nn <= self.cap {
+    /// Size the per-neighbour arrays for `nn` neighbours (stride nn).
+    fn prepare(&mut self, nn: usize, p: &Potential) {
+        if nn == self.nn {
             return;
         }
-        let nn = nn.max(2 * self.cap);
-        self.cap = nn;
+        self.nn = nn;
         let z = T::cst(0.0);
-        let (kr, pp, mm, nm) = (p.n_radial, p.n_phi, p.n_psi, p.layout.monos.len());
-        self.phi.resize(nn * pp, z);
-        self.h.resize(nn * kr * mm * mm, z);
-        self.hd.resize(nn * kr * mm * mm, z);
-        self.gpair.resize(nn * kr * mm * mm, z);
-        self.psi_j.resize(nn * mm, z);
-        self.f.resize(nn * kr, z);
-        self.fr.resize(nn * kr, z);
-        self.fmj.resize(nn * kr, z);
-        self.fmi.resize(nn * kr, z);
-        self.mono.resize(nn * (nm + 1), z);
-        self.unit.resize(nn, [z; 3]);
-        self.inv_r.resize(nn, z);
-        self.wq.resize(nn * nm, z);
-        self.radial_g.resize(nn, z);
+        let (kr, pp, m, nm) = (p.n_radial, p.n_phi, p.n_psi, p.layout.monos.len());
+        let kmm = kr * m * m;
+        for (v, len) in [
+            (&mut self.u, 3 * nn),
+            (&mut self.du, 3 * nn),
+            (&mut self.inv_r, nn),
+            (&mut self.xr, nn),
+            (&mut self.d1, nn),
+            (&mut self.d2, nn),
+            (&mut self.t, pp * nn),
+            (&mut self.dt, pp * nn),
+            (&mut self.phi, pp * nn),
+            (&mut self.dphi, pp * nn),
+            (&mut self.h, kmm * nn),
+            (&mut self.hd, kmm * nn),
+            (&mut self.gpair, kmm * nn),
+            (&mut self.pj, m * nn),
+            (&mut self.dpj, m * nn),
+            (&mut self.f, kr * nn),
+            (&mut self.fr, kr * nn),
+            (&mut self.fmj, kr * nn),
+            (&mut self.fmi, kr * nn),
+            (&mut self.g, kr * nn),
+            (&mut self.tmp, nn),
+            (&mut self.mono, nm * nn),
+            (&mut self.wq, nm * nn),
+            (&mut self.radial_g, nn),
+        ] {
+            v.resize(len, z);
+        }
     }
 }
