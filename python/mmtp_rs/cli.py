@@ -87,6 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--species", nargs="+", default=None, help="chemical symbols of MLIP types 0, 1, ...")
     e.add_argument("--raw", action="store_true", help="raw E(M) instead of the symmetrised energy")
     e.set_defaults(func=_eval)
+    from .properties import add_cli as _add_props; _add_props(sub)  # noqa: E702  (mmtp properties)
     from .train_cli import add_cli as _add_train; _add_train(sub)  # noqa: E702  (mmtp train)
     from .active import add_cli; add_cli(sub)  # noqa: E702  (mmtp select, mmtp grade)
     return p.parse_args(argv)
