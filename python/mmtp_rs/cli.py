@@ -3,6 +3,10 @@
 Each job is a subcommand with its own module-level ``run(args)`` so tests can
 call it directly.
 
+    mmtp learn CONFIG.toml               the active-learning loop (resumable)
+    mmtp train CONFIG.toml               fit a potential to a dataset
+    mmtp select / mmtp grade             maxvol selection and extrapolation grades
+    mmtp properties CONFIG.toml          elastic constants, phonons, QHA for FM/AFM/PM
     mmtp demo [--size K] [--level L]     evaluate an mMTP on rock-salt CrN states
     mmtp eval POT CFG [--species ...]    energies/forces/stresses/magnetic forces of a .cfg
 """
@@ -87,9 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--species", nargs="+", default=None, help="chemical symbols of MLIP types 0, 1, ...")
     e.add_argument("--raw", action="store_true", help="raw E(M) instead of the symmetrised energy")
     e.set_defaults(func=_eval)
-    from .properties import add_cli as _add_props; _add_props(sub)  # noqa: E702  (mmtp properties)
-    from .train_cli import add_cli as _add_train; _add_train(sub)  # noqa: E702  (mmtp train)
-    from .active import add_cli; add_cli(sub)  # noqa: E702  (mmtp select, mmtp grade)
+    # each job module defines its own subcommand(s)
+    from . import active, learn, properties, train_cli
+
+    for module in (learn, train_cli, active, properties):
+        module.add_cli(sub)
     return p.parse_args(argv)
 
 
@@ -101,7 +107,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"mmtp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

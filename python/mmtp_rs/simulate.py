@@ -85,7 +85,9 @@ class GradeWatcher:
     thresholds: Thresholds
     grade: Callable[[Atoms], float] = _calculator_grade
     stage: str = ""
+    min_distance: float = 0.0  # Å; closer pairs make a configuration unphysical: not preselected
     preselected: list = field(default_factory=list)
+    rejected: int = 0  # configurations above gamma_low not preselected (unphysical)
     grades: list = field(default_factory=list)
     max_grade: float = 0.0
     stopped: bool = False
@@ -98,14 +100,26 @@ class GradeWatcher:
         self.grades.append(g)
         self.max_grade = max(self.max_grade, g)
         if g >= self.thresholds.gamma_low:
-            snap = _snapshot(atoms, moments)
-            snap.info["MV_grade"] = g
-            snap.info["stage"] = self.stage
-            self.preselected.append(snap)
+            if self.min_distance > 0 and _min_distance(atoms) < self.min_distance:
+                # a trajectory broken by an extrapolating potential: such a
+                # configuration would only poison the training set (and DFT)
+                self.rejected += 1
+            else:
+                snap = _snapshot(atoms, moments)
+                snap.info["MV_grade"] = g
+                snap.info["stage"] = self.stage
+                self.preselected.append(snap)
         if g > self.thresholds.gamma_up:
             self.stopped = True
             raise ExtrapolationStop(f"{self.stage}: grade {g:.3g} > gamma_up {self.thresholds.gamma_up}")
         return g
+
+
+def _min_distance(atoms: Atoms) -> float:
+    from ase.neighborlist import neighbor_list
+
+    d = neighbor_list("d", atoms, 3.0)
+    return float(d.min()) if len(d) else np.inf
 
 
 def _check_finite(atoms: Atoms, what: str) -> None:
@@ -247,6 +261,7 @@ class SimulationResult:
     """What one two-stage simulation found."""
 
     preselected: list
+    rejected: int  # above gamma_low but unphysical (atoms closer than min_distance)
     stopped: bool  # a grade above gamma_up ended the run
     exploded: str | None  # reason, if the simulation became unphysical
     max_grade: float
@@ -254,20 +269,25 @@ class SimulationResult:
     final: Atoms | None
 
     def summary(self) -> dict:
-        return {"preselected": len(self.preselected), "stopped": self.stopped, "exploded": self.exploded,
+        return {"preselected": len(self.preselected), "rejected": self.rejected, "stopped": self.stopped,
+                "exploded": self.exploded,
                 "max_grade": self.max_grade, "n_evaluations": self.n_evaluations}
 
 
 def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | None = Thresholds(2.0, 10.0),
               stage2_thresholds: Thresholds | None = None, grade: Callable[[Atoms], float] | None = None,
-              equilibrate: bool = True, moment_bounds=None, **stage2_kwargs) -> SimulationResult:
+              equilibrate: bool = True, moment_bounds=None, min_distance: float = 0.0,
+              **stage2_kwargs) -> SimulationResult:
     """Run stage 1 (moments at fixed geometry) then stage 2 ("relax" or "md").
 
     ``stage2_thresholds`` defaults to the paper's (2, 10) for relaxation and
     (4, 10) for MD. Extra keyword arguments go to :func:`relax` or
     :func:`run_md`. The simulation stops cleanly on a grade above gamma_up,
     and on an explosion (overlapping atoms, non-finite values), keeping what
-    was preselected before.
+    was preselected before. ``moment_bounds`` limits |m| in stage 1 (one
+    number or per symbol; use the potential's M_max so the search stays where
+    the magnetic basis is defined); configurations with atoms closer than
+    ``min_distance`` are not preselected (counted as rejected).
     """
     from .potential import MMTPError
 
@@ -278,8 +298,8 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
     atoms = atoms.copy()
     atoms.calc = calc
     kw = {} if grade is None else {"grade": grade}
-    w1 = GradeWatcher(stage1 or Thresholds(np.inf, np.inf), stage="moments", **kw) if stage1 else None
-    w2 = GradeWatcher(stage2_thresholds, stage=stage2, **kw)
+    w1 = GradeWatcher(stage1, stage="moments", min_distance=min_distance, **kw) if stage1 else None
+    w2 = GradeWatcher(stage2_thresholds, stage=stage2, min_distance=min_distance, **kw)
     exploded = None
     stopped = False
     try:
@@ -297,6 +317,7 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
         exploded = f"{type(exc).__name__}: {exc}"
     pre = (w1.preselected if w1 else []) + w2.preselected
     grades = (w1.grades if w1 else []) + w2.grades
-    return SimulationResult(preselected=pre, stopped=stopped, exploded=exploded,
+    rejected = (w1.rejected if w1 else 0) + w2.rejected
+    return SimulationResult(preselected=pre, rejected=rejected, stopped=stopped, exploded=exploded,
                             max_grade=max(grades) if grades else 0.0, n_evaluations=len(grades),
                             final=None if exploded else atoms)

@@ -1,0 +1,627 @@
+"""The active-learning loop, end to end and unattended.
+
+    initial training set -> fit -> two-stage simulations with the grade watched
+    -> select from the preselected pool by maxvol -> label with the oracle
+    (constrained moments) -> add -> refit -> ... until a whole round of
+    simulations preselects nothing.
+
+Everything lives in a state directory, written atomically, so a run killed
+at any point resumes where it stopped with ``mmtp learn CONFIG.toml``:
+
+    state/
+      config.toml               the configuration the run started with
+      log.txt                   progress log
+      summary.json              per-iteration summary (machine-readable)
+      iter_000/training.extxyz  training set used in this iteration
+      iter_000/potential.json   fitted potential (+ .mtp copy, fit checkpoint)
+      iter_000/pool.extxyz      preselected configurations (+ pool.json summary)
+      iter_000/selected.extxyz  chosen by maxvol (+ labelled.extxyz when labelled)
+      labels/                   oracle job directories (hash-named; never redone)
+      test/test.extxyz          held-out oracle labels from oracle MD
+      report/                   learning curve, grade histograms, final errors
+
+Each phase's output file marks it done; labels are reused from the oracle's
+job directories, so no label is ever computed twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+
+from .data import Dataset
+from .mtpfile import atomic_write_text
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A bad learning configuration; the message names the file and entry."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+PROTOTYPES = ("rocksalt", "bcc", "b2", "fcc")
+
+
+@dataclass
+class SystemConfig:
+    prototype: str = "rocksalt"
+    symbols: list = field(default_factory=lambda: ["Cr", "N"])  # rocksalt/b2: [A, B]; bcc/fcc: [A]
+    a0: float = 4.15  # Å
+    supercell: list = field(default_factory=lambda: [2, 2, 2])  # repeats of the conventional cubic cell
+    moments: dict = field(default_factory=lambda: {"Cr": 2.4, "N": 0.0})  # μB, starting magnitudes
+
+
+@dataclass
+class StageConfig:
+    kind: str = "relax"  # "relax" or "md"
+    gamma_low: float | None = None  # default: 2 (relax), 4 (md)
+    gamma_up: float = 10.0
+    starts: list = field(default_factory=lambda: ["FM", "AFM", "random"])
+    scales: list = field(default_factory=lambda: [1.0])  # lattice-parameter factors
+    temperatures: list = field(default_factory=lambda: [300.0])  # K (md)
+    steps: int = 200  # MD steps or optimiser steps
+    timestep_fs: float = 2.0
+    thermostat: str = "langevin"
+    fmax: float = 0.01  # eV/Å (relax)
+    cell: bool = True  # relax the cell too
+    equilibrate: bool = True  # stage 1 before this stage
+
+
+@dataclass
+class LearnConfig:
+    name: str = "mmtp-learn"
+    seed: int = 0
+    system: SystemConfig = field(default_factory=SystemConfig)
+    oracle: dict = field(default_factory=lambda: {"kind": "reference", "preset": "CrN"})
+    model: dict = field(default_factory=dict)  # make_potential arguments
+    fit: dict = field(default_factory=dict)  # fit arguments (weights, max_iter, restarts, ...)
+    initial: dict = field(default_factory=dict)
+    stages: list = field(default_factory=lambda: [StageConfig()])
+    active: dict = field(default_factory=dict)  # ActiveSet arguments (mode, tol, ...)
+    max_iterations: int = 10
+    max_selected: int = 20  # labelled configurations per iteration
+    test: dict = field(default_factory=dict)  # held-out oracle MD: n, temperatures, steps
+    executor: dict = field(default_factory=dict)  # {"kind": "process"|"serial"|"dask", "workers": n}
+    source: str = ""
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "LearnConfig":
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return cls.from_dict(doc, source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict, source: str = "<dict>") -> "LearnConfig":
+        known = {"name", "seed", "system", "oracle", "model", "fit", "initial", "stage", "active", "limits",
+                 "test", "executor"}
+        unknown = set(doc) - known
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
+        cfg = cls(source=source)
+        cfg.name = str(doc.get("name", cfg.name))
+        cfg.seed = int(doc.get("seed", 0))
+        sysd = dict(doc.get("system", {}))
+        bad = set(sysd) - set(SystemConfig.__dataclass_fields__)
+        if bad:
+            raise ConfigError(f"{source}: [system] has unknown entries {sorted(bad)}")
+        cfg.system = SystemConfig(**sysd)
+        s = cfg.system
+        if s.prototype not in PROTOTYPES:
+            raise ConfigError(f"{source}: [system] prototype {s.prototype!r} is not one of {PROTOTYPES}")
+        need = 2 if s.prototype in ("rocksalt", "b2") else 1
+        if len(s.symbols) != need:
+            raise ConfigError(f"{source}: [system] prototype {s.prototype} needs {need} symbols, got {s.symbols}")
+        if not (isinstance(s.a0, (int, float)) and s.a0 > 0):
+            raise ConfigError(f"{source}: [system] a0 must be a positive length in Å, got {s.a0!r}")
+        if len(s.supercell) != 3 or any(int(k) < 1 for k in s.supercell):
+            raise ConfigError(f"{source}: [system] supercell must be three positive integers, got {s.supercell}")
+        cfg.oracle = dict(doc.get("oracle", cfg.oracle))
+        if cfg.oracle.get("kind", "reference") not in ("reference", "abinit"):
+            raise ConfigError(f"{source}: [oracle] kind must be 'reference' or 'abinit', got {cfg.oracle.get('kind')!r}")
+        cfg.model = dict(doc.get("model", {}))
+        cfg.fit = dict(doc.get("fit", {}))
+        cfg.initial = dict(doc.get("initial", {}))
+        stages = doc.get("stage", [])
+        if not isinstance(stages, list) or not stages:
+            raise ConfigError(f"{source}: at least one [[stage]] is needed")
+        cfg.stages = []
+        for k, st in enumerate(stages):
+            bad = set(st) - set(StageConfig.__dataclass_fields__)
+            if bad:
+                raise ConfigError(f"{source}: [[stage]] {k} has unknown entries {sorted(bad)}")
+            sc = StageConfig(**st)
+            if sc.kind not in ("relax", "md"):
+                raise ConfigError(f"{source}: [[stage]] {k} kind must be 'relax' or 'md', got {sc.kind!r}")
+            low = sc.gamma_low if sc.gamma_low is not None else (2.0 if sc.kind == "relax" else 4.0)
+            if not (0 < low <= sc.gamma_up):
+                raise ConfigError(f"{source}: [[stage]] {k} needs 0 < gamma_low <= gamma_up, got {low}, {sc.gamma_up}")
+            cfg.stages.append(sc)
+        cfg.active = dict(doc.get("active", {}))
+        limits = dict(doc.get("limits", {}))
+        cfg.max_iterations = int(limits.get("max_iterations", cfg.max_iterations))
+        cfg.max_selected = int(limits.get("max_selected", cfg.max_selected))
+        if cfg.max_iterations < 1 or cfg.max_selected < 1:
+            raise ConfigError(f"{source}: [limits] max_iterations and max_selected must be >= 1")
+        cfg.test = dict(doc.get("test", {}))
+        cfg.executor = dict(doc.get("executor", {}))
+        return cfg
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def prototype_cell(s: SystemConfig, scale: float = 1.0) -> Atoms:
+    """The conventional cubic cell of the prototype, repeated, at a0 * scale."""
+    a = s.a0 * scale
+    if s.prototype == "rocksalt":
+        atoms = bulk("".join(s.symbols), "rocksalt", a=a, cubic=True)
+    elif s.prototype == "b2":
+        atoms = bulk("".join(s.symbols), "cesiumchloride", a=a, cubic=True)
+    elif s.prototype == "bcc":
+        atoms = bulk(s.symbols[0], "bcc", a=a, cubic=True)
+    else:
+        atoms = bulk(s.symbols[0], "fcc", a=a, cubic=True)
+    return atoms.repeat([int(k) for k in s.supercell])
+
+
+def with_state(atoms: Atoms, s: SystemConfig, kind: str, seed: int) -> Atoms:
+    from .magnetic import state_moments
+
+    a = atoms.copy()
+    a.set_initial_magnetic_moments(state_moments(a, kind, s.moments, seed=seed))
+    return a
+
+
+def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
+    """The paper's protocol: ideal cells at several lattice parameters; FM, AFM
+    and random 50/50 states; random displacements; moment perturbations of up
+    to 15 %."""
+    ini = cfg.initial
+    scales = ini.get("scales", [0.96, 1.0, 1.04])
+    states = ini.get("states", ["FM", "AFM", "random", "random"])
+    per = int(ini.get("per_state", 2))  # displaced copies per (scale, state)
+    disp = float(ini.get("displacement", 0.05))  # Å, std of random displacements
+    pert = float(ini.get("moment_perturbation", 0.15))  # relative
+    rng = np.random.default_rng(cfg.seed)
+    out = []
+    for scale in scales:
+        base = prototype_cell(cfg.system, scale)
+        for k, st in enumerate(states):
+            for c in range(per):
+                a = with_state(base, cfg.system, st, seed=int(rng.integers(1 << 31)))
+                if c > 0 or st.upper() not in ("FM", "AFM"):
+                    a.positions += rng.normal(0.0, disp, a.positions.shape)
+                    m = a.get_initial_magnetic_moments()
+                    a.set_initial_magnetic_moments(m * (1.0 + rng.uniform(-pert, pert, len(a))))
+                a.info["origin"] = f"initial scale={scale} state={st}"
+                out.append(a)
+    return out
+
+
+# --------------------------------------------------------------------------- oracle and I/O
+
+
+def make_oracle(cfg: LearnConfig):
+    o = dict(cfg.oracle)
+    kind = o.pop("kind", "reference")
+    if kind == "reference":
+        from .oracles.reference import ReferenceOracle
+
+        return ReferenceOracle(o.pop("preset", "CrN"), **o)
+    from .oracles.abinit import AbinitOracle
+
+    return AbinitOracle(**o)
+
+
+def make_executor(cfg: LearnConfig):
+    """None (the oracle's default), a serial executor, a process pool or a dask client's executor."""
+    e = cfg.executor
+    kind = e.get("kind", "default")
+    if kind == "default":
+        return None
+    if kind == "serial":
+        from .oracles.base import SerialExecutor
+
+        return SerialExecutor()
+    if kind == "process":
+        from .oracles.base import default_process_pool
+
+        return default_process_pool(int(e.get("workers", 2)))
+    if kind == "dask":
+        from dask.distributed import Client
+
+        return Client(e["address"]).get_executor() if "address" in e else Client(
+            n_workers=int(e.get("workers", 2)), threads_per_worker=1).get_executor()
+    raise ConfigError(f"{cfg.source}: [executor] kind {kind!r} is not default/serial/process/dask")
+
+
+def write_images(path: Path, images: list[Atoms]) -> None:
+    """Atomic extxyz write (an empty list gives an empty file)."""
+    from ase.io import write
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".extxyz", dir=path.parent)
+    os.close(fd)
+    try:
+        if images:
+            write(tmp, images, format="extxyz")
+        else:
+            Path(tmp).write_text("")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_images(path: Path) -> list[Atoms]:
+    from ase.io import read
+
+    if path.stat().st_size == 0:
+        return []
+    return read(path, index=":", format="extxyz")
+
+
+def write_json(path: Path, doc: Any) -> None:
+    atomic_write_text(path, json.dumps(doc, indent=1, default=float) + "\n")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Learner:
+    """Runs (and resumes) the active-learning loop of a configuration in a state directory."""
+
+    def __init__(self, cfg: LearnConfig, state: str | os.PathLike, quiet: bool = False):
+        self.cfg = cfg
+        self.state = Path(state)
+        self.quiet = quiet
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "labels").mkdir(exist_ok=True)
+        self.oracle = make_oracle(cfg)
+        self._executor = None
+        self.summary_path = self.state / "summary.json"
+        self.summary = json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {
+            "name": cfg.name, "iterations": []}
+        if cfg.source and Path(cfg.source).exists() and not (self.state / "config.toml").exists():
+            atomic_write_text(self.state / "config.toml", Path(cfg.source).read_text())
+
+    # ---------------------------------------------------------------- utilities
+    def log(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        if not self.quiet:
+            print(line, flush=True)
+        with open(self.state / "log.txt", "a") as fh:
+            fh.write(line + "\n")
+
+    def executor(self):
+        if self._executor is None:
+            self._executor = make_executor(self.cfg)
+        return self._executor
+
+    def label(self, images: list[Atoms], what: str) -> list[Atoms]:
+        """Label through the oracle's job directories; failures are reported and left out."""
+        if not images:
+            return []
+        res = self.oracle.label(images, self.state / "labels", executor=self.executor())
+        self.log(f"labelled {what}: {len(res.labelled)} ok ({len(res.computed)} computed, "
+                 f"{len(res.reused)} reused), {len(res.failures)} failed")
+        for f in res.failures:
+            self.log(f"  label failure: configuration {f.index} ({f.directory}): {f.reason}")
+        out = []
+        for a in res.labelled:
+            b = a.copy()
+            b.calc = None
+            out.append(b)
+        return out
+
+    def iter_dir(self, k: int) -> Path:
+        d = self.state / f"iter_{k:03d}"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def save_summary(self) -> None:
+        write_json(self.summary_path, self.summary)
+
+    # ---------------------------------------------------------------- phases
+    def initial(self) -> list[Atoms]:
+        path = self.iter_dir(0) / "training.extxyz"
+        if path.exists():
+            return read_images(path)
+        images = initial_training_set(self.cfg)
+        self.log(f"initial training set: {len(images)} configurations")
+        labelled = self.label(images, "initial set")
+        if not labelled:
+            raise RuntimeError("the oracle labelled none of the initial configurations; see log.txt")
+        write_images(path, labelled)
+        return labelled
+
+    def fit(self, k: int, training: list[Atoms], previous=None):
+        from .fitting import fit, make_potential
+        from .potential import Potential
+
+        d = self.iter_dir(k)
+        path = d / "potential.json"
+        if path.exists():
+            return Potential.from_file(path)
+        data = Dataset.from_atoms(training)
+        m = dict(self.cfg.model)
+        species = m.pop("species", None) or sorted({s for a in training for s in a.get_chemical_symbols()})
+        if previous is None:
+            pot = make_potential(data, species=species, seed=self.cfg.seed, **m)
+        else:
+            pot = previous  # warm start from the last iteration's fit
+        f = dict(self.cfg.fit)
+        valid_fraction = float(f.pop("valid_fraction", 0.0))
+        train, valid = (data.split(valid_fraction, seed=self.cfg.seed + k) if valid_fraction > 0 else (data, None))
+        t0 = time.perf_counter()
+        res = fit(pot, train, valid, checkpoint=d / "fit_checkpoint.json", quiet=True, seed=self.cfg.seed + k, **f)
+        pot = res.potential
+        self.log(f"iteration {k}: fitted {pot.n_params} parameters on {len(train)} configurations "
+                 f"in {time.perf_counter() - t0:.1f} s (loss {res.best_loss:.4g})")
+        pot.save(d / "potential.mtp")
+        pot.save(path)
+        return pot
+
+    def active_set(self, k: int, pot, training: list[Atoms]):
+        from .active import ActiveSet
+
+        path = self.iter_dir(k) / "active_set.npz"
+        if path.exists():
+            try:
+                return ActiveSet.load(path, pot)
+            except Exception as exc:  # stale or damaged state: rebuild from the training set
+                self.log(f"rebuilding the active set ({exc})")
+        aset = ActiveSet.from_training(pot, training, **self.cfg.active)
+        aset.save(path)
+        return aset
+
+    def simulate(self, k: int, pot, aset) -> tuple[list[Atoms], dict]:
+        from .simulate import Thresholds, two_stage
+
+        d = self.iter_dir(k)
+        pool_path, info_path = d / "pool.extxyz", d / "pool.json"
+        if pool_path.exists() and info_path.exists():
+            return read_images(pool_path), json.loads(info_path.read_text())
+        calc = aset.calculator()
+        rng = np.random.default_rng(self.cfg.seed * 1000 + k)
+        pool: list[Atoms] = []
+        runs = []
+        grades: list[float] = []
+        for si, st in enumerate(self.cfg.stages):
+            low = st.gamma_low if st.gamma_low is not None else (2.0 if st.kind == "relax" else 4.0)
+            for scale in st.scales:
+                base = prototype_cell(self.cfg.system, scale)
+                for start in st.starts:
+                    temps = st.temperatures if st.kind == "md" else [None]
+                    for temp in temps:
+                        a = with_state(base, self.cfg.system, start, seed=int(rng.integers(1 << 31)))
+                        if st.kind == "md":
+                            kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs,
+                                      thermostat=st.thermostat, seed=int(rng.integers(1 << 31)))
+                        else:
+                            a.positions += rng.normal(0.0, 0.02, a.positions.shape)
+                            kw = dict(fmax=st.fmax, steps=st.steps, cell=st.cell)
+                        r = two_stage(a, calc, stage2=st.kind, stage1=Thresholds(2.0, st.gamma_up),
+                                      stage2_thresholds=Thresholds(low, st.gamma_up),
+                                      equilibrate=st.equilibrate, moment_bounds=pot.max_moment,
+                                      min_distance=0.75 * pot.min_dist, **kw)
+                        for p in r.preselected:
+                            p.info["run"] = len(runs)
+                        pool += r.preselected
+                        desc = {"stage": si, "kind": st.kind, "scale": scale, "start": start,
+                                "temperature": temp, **r.summary()}
+                        runs.append(desc)
+                        grades.append(r.max_grade)
+                        note = ("stopped: grade > gamma_up" if r.stopped else
+                                f"exploded: {r.exploded}" if r.exploded else "completed")
+                        self.log(f"iteration {k}: {st.kind} scale={scale} start={start}"
+                                 + (f" T={temp} K" if temp is not None else "")
+                                 + f": max grade {r.max_grade:.3g}, preselected {len(r.preselected)}, {note}")
+        info = {"runs": runs, "max_grades": grades, "n_preselected": len(pool)}
+        write_images(pool_path, pool)
+        write_json(info_path, info)
+        return pool, info
+
+    def select(self, k: int, aset, pool: list[Atoms]) -> list[Atoms]:
+        path = self.iter_dir(k) / "selected.extxyz"
+        if path.exists():
+            return read_images(path)
+        from .potential import MMTPError
+
+        try:
+            chosen = aset.select(pool, limit=self.cfg.max_selected) if pool else []
+            how = "by maxvol"
+        except MMTPError as exc:
+            # numerically singular active set: fall back to the highest grades, one per simulation run
+            self.log(f"iteration {k}: maxvol selection failed ({exc}); taking the highest grades instead")
+            best: dict = {}
+            for a in pool:
+                r = a.info.get("run", id(a))
+                if r not in best or a.info.get("MV_grade", 0) > best[r].info.get("MV_grade", 0):
+                    best[r] = a
+            chosen = sorted(best.values(), key=lambda a: -a.info.get("MV_grade", 0))[: self.cfg.max_selected]
+            how = "by grade"
+        self.log(f"iteration {k}: selected {len(chosen)} of {len(pool)} preselected configurations {how}")
+        write_images(path, [_plain(a) for a in chosen])
+        return chosen
+
+    # ---------------------------------------------------------------- test set and report
+    def test_set(self) -> list[Atoms]:
+        """Held-out oracle labels from MD driven by the oracle itself (never used in training)."""
+        t = self.cfg.test
+        n = int(t.get("n", 0))
+        d = self.state / "test"
+        d.mkdir(exist_ok=True)
+        path = d / "test.extxyz"
+        if path.exists():
+            return read_images(path)
+        if n <= 0:
+            write_images(path, [])
+            return []
+        if self.cfg.oracle.get("kind", "reference") != "reference":
+            self.log("test set: oracle MD is only run with the reference oracle; skipped")
+            write_images(path, [])
+            return []
+        from ase.md.langevin import Langevin
+        from ase import units
+
+        from .oracles.reference import ReferenceCalculator
+
+        rng = np.random.default_rng(self.cfg.seed + 12345)
+        temps = t.get("temperatures", [300.0, 1000.0])
+        states = t.get("states", ["AFM", "random", "FM"])
+        every = int(t.get("every", 10))
+        images = []
+        while len(images) < n:
+            k = len(images)
+            a = with_state(prototype_cell(self.cfg.system), self.cfg.system, states[k % len(states)],
+                           seed=int(rng.integers(1 << 31)))
+            a.calc = ReferenceCalculator(self.cfg.oracle.get("preset", "CrN"))
+            dyn = Langevin(a, 2.0 * units.fs, temperature_K=temps[k % len(temps)], friction=0.02,
+                           rng=np.random.default_rng(int(rng.integers(1 << 31))), fixcm=False)
+            dyn.run(every * 5)
+            for _ in range(min(3, n - len(images))):
+                dyn.run(every)
+                images.append(_plain(a))
+        labelled = self.label(images, "held-out test set")
+        write_images(path, labelled)
+        return labelled
+
+    def errors(self, pot, images: list[Atoms]) -> dict | None:
+        if not images:
+            return None
+        from .report import error_report
+
+        return error_report(pot, {"test": Dataset.from_atoms(images)})
+
+    def report(self, pot, test: list[Atoms]) -> dict:
+        from .learn_report import write_learning_report
+
+        return write_learning_report(self, pot, test)
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> dict:
+        t_start = time.perf_counter()
+        timing = self.summary.setdefault("timing", {"fit": 0.0, "simulate": 0.0, "select": 0.0, "label": 0.0})
+        training = self.initial()
+        test = self.test_set()
+        previous = None
+        converged = False
+        k = 0
+        pot = None
+        while k < self.cfg.max_iterations:
+            d = self.iter_dir(k)
+            tr_path = d / "training.extxyz"
+            if not tr_path.exists():
+                write_images(tr_path, training)
+            training = read_images(tr_path)
+            t0 = time.perf_counter()
+            pot = self.fit(k, training, previous)
+            aset = self.active_set(k, pot, training)
+            t1 = time.perf_counter()
+            pool, info = self.simulate(k, pot, aset)
+            t2 = time.perf_counter()
+            selected = self.select(k, aset, pool) if pool else []
+            t3 = time.perf_counter()
+            rec = {"iteration": k, "training_size": len(training), "n_preselected": len(pool),
+                   "n_selected": len(selected), "max_grades": info["max_grades"],
+                   "test_errors": self.errors(pot, test)}
+            labelled: list[Atoms] = []
+            if selected:
+                lab_path = d / "labelled.extxyz"
+                if lab_path.exists():
+                    labelled = read_images(lab_path)
+                else:
+                    labelled = self.label(selected, f"iteration {k} selection")
+                    write_images(lab_path, labelled)
+            t4 = time.perf_counter()
+            rec["n_labelled"] = len(labelled)
+            rec["n_label_failures"] = len(selected) - len(labelled)
+            self.summary["iterations"] = [r for r in self.summary["iterations"] if r["iteration"] != k] + [rec]
+            for key, dt in (("fit", t1 - t0), ("simulate", t2 - t1), ("select", t3 - t2), ("label", t4 - t3)):
+                timing[key] += dt
+            self.save_summary()
+            self.log(f"iteration {k}: training {len(training)}, preselected {len(pool)}, selected {len(selected)}, "
+                     f"labelled {len(labelled)}")
+            if not pool:
+                converged = True
+                self.log(f"converged: iteration {k} preselected nothing")
+                break
+            if not labelled:
+                self.log(f"iteration {k}: nothing could be labelled; stopping (see the label failures above)")
+                break
+            training = training + labelled
+            previous = pot
+            k += 1
+        else:
+            self.log(f"stopped at the iteration limit ({self.cfg.max_iterations}) without convergence")
+        self.summary["converged"] = converged
+        self.summary["final_iteration"] = k
+        self.summary["wall_time_s"] = self.summary.get("wall_time_s", 0.0) + (time.perf_counter() - t_start)
+        self.save_summary()
+        rep = self.report(pot, test) if pot is not None else {}
+        self.summary["report"] = rep
+        self.save_summary()
+        if self._executor is not None and hasattr(self._executor, "shutdown"):
+            self._executor.shutdown()
+        return self.summary
+
+
+def _plain(a: Atoms) -> Atoms:
+    b = Atoms(a.get_chemical_symbols(), positions=a.positions.copy(), cell=a.cell.array.copy(), pbc=a.pbc.copy())
+    b.set_initial_magnetic_moments(a.get_initial_magnetic_moments())
+    for key in ("MV_grade", "stage", "run", "origin"):
+        if key in a.info:
+            b.info[key] = a.info[key]
+    return b
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("learn", help="run (or resume) the active-learning loop of a TOML configuration")
+    p.add_argument("config", help="TOML file (see examples/)")
+    p.add_argument("--state", default=None, help="state directory (default: runs/<name>)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = LearnConfig.from_toml(args.config)
+    state = args.state or str(Path("runs") / cfg.name)
+    learner = Learner(cfg, state, quiet=args.quiet)
+    summary = learner.run()
+    if not args.quiet:
+        print(json.dumps({k: summary[k] for k in ("converged", "final_iteration", "timing", "wall_time_s")
+                          if k in summary}, indent=1, default=float))
+    return summary
+
+
+def main(argv=None) -> int:  # pragma: no cover - thin wrapper
+    p = argparse.ArgumentParser(prog="mmtp-learn")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_cli(sub)
+    args = p.parse_args(["learn", *(argv if argv is not None else sys.argv[1:])])
+    run(args)
+    return 0
