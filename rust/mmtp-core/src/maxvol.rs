@@ -63,6 +63,9 @@ pub struct MaxvolReport {
     pub n_pivots: usize,
     /// Rank-one swaps of the swap loop.
     pub n_swaps: usize,
+    /// The swap loop stopped because a window of 64 swaps multiplied |det A| by
+    /// less than exp(64e-6) in all (round-off cycling on an ill-conditioned A).
+    pub stagnated: bool,
     /// Times A was re-inverted from scratch during this call.
     pub n_refreshes: usize,
     /// `|c_ij|` of every swap or pivot in order: |det A| was multiplied by each (all > 1 + tol).
@@ -385,6 +388,12 @@ impl ActiveMatrix {
         let mut rowmax: Vec<f64> = c.par_chunks(m).map(|r| row_argmax(r).0).collect();
         let mut stale = false; // C has been updated since it was last computed fresh
         let mut rounds = 0;
+        // stagnation guard: on an ill-conditioned A, round-off can keep factors a
+        // hair above the threshold forever; stop when a window of swaps gains
+        // (almost) nothing in log |det|
+        const WINDOW: usize = 64;
+        let mut window_gain = 0.0f64;
+        let mut window_n = 0usize;
         loop {
             // best allowed candidate
             let limit_reached = opts.max_groups.is_some_and(|l| group_count.len() >= l);
@@ -440,6 +449,16 @@ impl ActiveMatrix {
             *group_count.entry(groups[i]).or_insert(0) += 1;
             rep.n_swaps += 1;
             rep.det_factors.push(cij.abs());
+            window_gain += cij.abs().ln();
+            window_n += 1;
+            if window_n == WINDOW {
+                if window_gain < WINDOW as f64 * 1e-6 {
+                    rep.stagnated = true;
+                    break;
+                }
+                window_gain = 0.0;
+                window_n = 0;
+            }
             if refreshed {
                 c = gemm(b, k, m, &self.ainv, m);
                 rowmax = c.par_chunks(m).map(|r| row_argmax(r).0).collect();

@@ -183,6 +183,7 @@ impl PyActiveMatrix {
         d.set_item("det_factors", rep.det_factors.into_pyarray(py))?;
         d.set_item("max_grade", rep.max_grade)?;
         d.set_item("converged", rep.converged)?;
+        d.set_item("stagnated", rep.stagnated)?;
         Ok(d)
     }
 
