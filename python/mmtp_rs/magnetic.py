@@ -195,6 +195,9 @@ def equilibrate_moments(
     keep_signs: bool = True,
     tol: float = 1e-5,
     max_iter: int = 500,
+    max_abs: float | Mapping[str, float] | None = None,
+    keep_zero: bool = False,
+    callback=None,
 ) -> np.ndarray:
     """Minimise E over the moments at fixed geometry (stage 1 of the simulation).
 
@@ -212,6 +215,11 @@ def equilibrate_moments(
     keep_signs : bound each moment to the sign of its start
     tol : gradient tolerance, eV/μB
     max_iter : iteration limit
+    max_abs : bound on |m| (one number or per chemical symbol), e.g. the
+        potential's M_max so the search stays where its magnetic basis is defined
+    keep_zero : moments that start at exactly 0 stay 0 (a symmetric stationary point)
+    callback : called as ``callback(m)`` after every evaluation (the calculator's
+        results are then those of ``m``), e.g. to grade every visited state
 
     Returns
     -------
@@ -225,7 +233,8 @@ def equilibrate_moments(
     work = atoms.copy()
     work.calc = None
     model = getattr(calc, "model", None)
-    if model is not None and hasattr(model, "relax_moments") and not getattr(calc, "relax", False):
+    plain = max_abs is None and not keep_zero and callback is None
+    if plain and model is not None and hasattr(model, "relax_moments") and not getattr(calc, "relax", False):
         m = model.relax_moments(work, m0, tol=min(tol, 1e-8))
         if not keep_signs or np.all(m * m0 >= -1e-12):
             return m
@@ -234,11 +243,33 @@ def equilibrate_moments(
     def fun(x):
         work.set_initial_magnetic_moments(x)
         calc.calculate(work, props, all_changes)
-        return float(calc.results["energy"]), -np.asarray(calc.results["magnetic_forces"], dtype=float)
+        e = float(calc.results["energy"])
+        t = np.asarray(calc.results["magnetic_forces"], dtype=float)
+        if not (np.isfinite(e) and np.all(np.isfinite(t))):
+            raise FloatingPointError("energy or magnetic forces are not finite during moment equilibration")
+        if callback is not None:
+            callback(np.array(x))
+        return e, -t
 
-    bounds = None
-    if keep_signs:
-        bounds = [(0.0, None) if v > 0 else (None, 0.0) if v < 0 else (None, None) for v in m0]
-    res = minimize(fun, m0, jac=True, method="L-BFGS-B", bounds=bounds,
+    syms = work.get_chemical_symbols()
+    if max_abs is None:
+        lim = np.full(len(m0), np.inf)
+    elif isinstance(max_abs, Mapping):
+        lim = np.array([float(max_abs.get(s, np.inf)) for s in syms])
+    else:
+        lim = np.full(len(m0), float(max_abs))
+    bounds = []
+    for v, b in zip(m0, lim):
+        lo, hi = -b, b
+        if keep_zero and v == 0:
+            lo = hi = 0.0
+        elif keep_signs and v > 0:
+            lo = 0.0
+        elif keep_signs and v < 0:
+            hi = 0.0
+        bounds.append((None if lo == -np.inf else lo, None if hi == np.inf else hi))
+    x0 = np.clip(m0, [b[0] if b[0] is not None else -np.inf for b in bounds],
+                 [b[1] if b[1] is not None else np.inf for b in bounds])
+    res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15})
     return np.asarray(res.x, dtype=float)

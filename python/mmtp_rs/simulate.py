@@ -130,50 +130,31 @@ def _check_finite(atoms: Atoms, what: str) -> None:
 def equilibrate_moments(atoms: Atoms, watcher: GradeWatcher | None = None, fmax: float = 1e-3,
                         max_steps: int = 200, bounds: float | dict | None = None,
                         keep_zero: bool = True) -> np.ndarray:
-    """Stage 1: minimise the energy over the moments at fixed geometry.
+    """Stage 1: minimise the energy over the moments at fixed geometry, grading every state visited.
 
-    Uses scipy's bounded quasi-Newton (L-BFGS-B) on E(m) with gradient
-    ``-magnetic_forces``; each evaluated moment vector is graded. Moments
-    whose start is exactly zero stay zero if ``keep_zero`` (a symmetric
-    stationary point). ``bounds`` limits |m| (one number or per symbol).
-    Returns the final moments and leaves them in the atoms.
+    Bounded quasi-Newton (:func:`mmtp_rs.magnetic.equilibrate_moments`) on
+    E(m) with gradient ``-magnetic_forces``; signs are kept, ``bounds`` limits
+    |m| (one number or per symbol), moments starting at exactly 0 stay 0 if
+    ``keep_zero``. Returns the final moments and leaves them in the atoms.
     """
-    from scipy.optimize import minimize
+    from .magnetic import equilibrate_moments as _equilibrate
 
     if atoms.calc is None:
         raise ValueError("equilibrate_moments needs atoms with a calculator")
     m0 = np.asarray(atoms.get_initial_magnetic_moments(), dtype=float)
     if m0.ndim != 1:
         raise ValueError("collinear moments (one number per atom) are needed")
-    free = np.ones(len(m0), bool) if not keep_zero else m0 != 0.0
-    syms = atoms.get_chemical_symbols()
-    if bounds is None:
-        bnd = [(None, None)] * int(free.sum())
-    else:
-        lim = [bounds.get(s, np.inf) if isinstance(bounds, dict) else float(bounds) for s in syms]
-        bnd = [(-lim[i], lim[i]) for i in np.nonzero(free)[0]]
-    state = {"m": m0.copy(), "n": 0}
 
-    def fun(x):
-        m = state["m"].copy()
-        m[free] = x
-        atoms.set_initial_magnetic_moments(m)
-        e = atoms.get_potential_energy()
-        t = np.asarray(atoms.calc.get_property("magnetic_forces", atoms), dtype=float)
-        if not (np.isfinite(e) and np.all(np.isfinite(t))):
-            raise SimulationExploded("stage 1: energy or magnetic forces are not finite")
-        state["n"] += 1
+    def visit(m):
         if watcher is not None:
+            atoms.set_initial_magnetic_moments(m)
             watcher.check(atoms, m)
-        return e, -t[free]
 
-    if free.any():
-        res = minimize(fun, m0[free], jac=True, method="L-BFGS-B", bounds=bnd,
-                       options={"maxiter": max_steps, "gtol": fmax, "maxfun": 2 * max_steps + 10})
-        m = m0.copy()
-        m[free] = res.x
-    else:
-        m = m0
+    try:
+        m = _equilibrate(atoms, atoms.calc, m0, keep_signs=True, tol=fmax, max_iter=max_steps,
+                         max_abs=bounds, keep_zero=keep_zero, callback=visit)
+    except FloatingPointError as exc:
+        raise SimulationExploded(f"stage 1: {exc}") from None
     atoms.set_initial_magnetic_moments(m)
     return m
 
