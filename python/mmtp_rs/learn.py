@@ -203,6 +203,7 @@ def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
     per = int(ini.get("per_state", 2))  # displaced copies per (scale, state)
     disp = float(ini.get("displacement", 0.05))  # Å, std of random displacements
     pert = float(ini.get("moment_perturbation", 0.15))  # relative
+    strain = float(ini.get("strain", 0.0))  # max |component| of a random symmetric cell strain
     rng = np.random.default_rng(cfg.seed)
     out = []
     for scale in scales:
@@ -214,6 +215,10 @@ def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
                     a.positions += rng.normal(0.0, disp, a.positions.shape)
                     m = a.get_initial_magnetic_moments()
                     a.set_initial_magnetic_moments(m * (1.0 + rng.uniform(-pert, pert, len(a))))
+                    if strain > 0:
+                        eps = rng.uniform(-strain, strain, (3, 3))
+                        eps = 0.5 * (eps + eps.T)
+                        a.set_cell(a.cell.array @ (np.eye(3) + eps), scale_atoms=True)
                 a.info["origin"] = f"initial scale={scale} state={st}"
                 out.append(a)
     return out

@@ -232,6 +232,11 @@ def equilibrate_moments(
         raise ValueError(f"moments must have shape ({len(atoms)},)")
     work = atoms.copy()
     work.calc = None
+    if max_abs is None:
+        # an mMTP's magnetic basis is only meaningful inside [-M_max, M_max]
+        pot = getattr(calc, "potential", None)
+        if pot is not None and hasattr(pot, "max_moment") and getattr(pot, "magnetic_basis_size", 1) > 1:
+            max_abs = pot.max_moment
     model = getattr(calc, "model", None)
     plain = max_abs is None and not keep_zero and callback is None
     if plain and model is not None and hasattr(model, "relax_moments") and not getattr(calc, "relax", False):
