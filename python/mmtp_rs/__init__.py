@@ -19,6 +19,13 @@ _LAZY = {
     "MMTPError": "mmtp_rs.potential",
     "read_cfg": "mmtp_rs.cfg",
     "write_cfg": "mmtp_rs.cfg",
+    "Dataset": "mmtp_rs.data",
+    "fit": "mmtp_rs.fitting",
+    "ActiveSet": "mmtp_rs.active",
+    "GradingCalculator": "mmtp_rs.active",
+    "ParamagneticCalculator": "mmtp_rs.paramagnetic",
+    "ReferenceOracle": "mmtp_rs.oracles",
+    "AbinitOracle": "mmtp_rs.oracles",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -621,12 +620,3 @@ def run(args: argparse.Namespace) -> dict:
         print(json.dumps({k: summary[k] for k in ("converged", "final_iteration", "timing", "wall_time_s")
                           if k in summary}, indent=1, default=float))
     return summary
-
-
-def main(argv=None) -> int:  # pragma: no cover - thin wrapper
-    p = argparse.ArgumentParser(prog="mmtp-learn")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_cli(sub)
-    args = p.parse_args(["learn", *(argv if argv is not None else sys.argv[1:])])
-    run(args)
-    return 0

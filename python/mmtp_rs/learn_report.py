@@ -58,6 +58,10 @@ def write_learning_report(learner, pot, test: list) -> dict:
         ax[0].plot(x, [r["training_size"] for r in its], "o-", label="training set")
         ax[0].plot(x, [r["n_preselected"] for r in its], "s--", label="preselected")
         ax[0].plot(x, [r["n_selected"] for r in its], "^:", label="selected")
+        from matplotlib.ticker import MaxNLocator
+
+        for axis in ax:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax[0].set_xlabel("iteration")
         ax[0].set_ylabel("configurations")
         ax[0].legend()
