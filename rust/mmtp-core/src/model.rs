@@ -432,8 +432,12 @@ impl Potential {
 
     /// Evaluate with a prebuilt neighbour list (the config must have been checked).
     pub fn evaluate_with(&self, cfg: &Config, nl: &NeighborList, opts: EvalOptions) -> Output {
-        let n = cfg.positions.len();
         let acc = self.run(&cfg.types, nl, &nl.vec, &cfg.moments, opts.symmetrize, opts);
+        self.finish(cfg, nl, opts, acc)
+    }
+
+    fn finish(&self, cfg: &Config, nl: &NeighborList, opts: EvalOptions, acc: Acc<f64>) -> Output {
+        let n = cfg.positions.len();
         let mut n_close = 0;
         let rmin2 = self.min_dist * self.min_dist;
         for i in 0..n {
@@ -1027,24 +1031,47 @@ impl Potential {
     /// Gradient of each site energy with respect to all parameters: an
     /// (N x n_params) row-major matrix whose rows sum to dE/dtheta.
     pub fn site_param_grad(&self, cfg: &Config, nl: &NeighborList, symmetrize: bool) -> Vec<f64> {
+        let opts = EvalOptions { symmetrize, param_grad: true, forces: false };
+        self.evaluate_with_sites(cfg, nl, opts).1
+    }
+
+    /// One pass giving the usual outputs (with dE/dtheta) and the per-site
+    /// parameter gradients (N x n_params, row-major): each atom's row is the
+    /// change of the accumulated dE/dtheta over that atom's kernel call.
+    pub fn evaluate_with_sites(&self, cfg: &Config, nl: &NeighborList, opts: EvalOptions) -> (Output, Vec<f64>) {
+        let opts = EvalOptions { param_grad: true, ..opts };
         let n = cfg.positions.len();
         let np = self.n_params();
-        let signs: &[f64] = if symmetrize { &[1.0, -1.0] } else { &[1.0] };
+        let signs: &[f64] = if opts.symmetrize { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
-        let opts = EvalOptions { symmetrize, param_grad: true, forces: false };
-        let rows: Vec<Vec<f64>> = (0..n)
+        let threads = rayon::current_num_threads().max(1);
+        let min_len = (n / (4 * threads)).max(16);
+        let (acc, rows) = (0..n)
             .into_par_iter()
-            .map_init(
-                || (Acc::<f64>::new(n, np, false), Scratch::new(self)),
-                |(acc, sc), i| {
-                    acc.grad.fill(0.0);
-                    self.atom_dispatch(simd, &cfg.types, nl, &nl.vec, &cfg.moments, i, signs, weight, opts, sc, acc);
-                    acc.grad.clone()
+            .with_min_len(min_len)
+            .fold(
+                || (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), vec![0.0; np]),
+                |(mut acc, mut sc, mut rows, mut before), i| {
+                    before.copy_from_slice(&acc.grad);
+                    self.atom_dispatch(simd, &cfg.types, nl, &nl.vec, &cfg.moments, i, signs, weight, opts, &mut sc, &mut acc);
+                    let row: Vec<f64> = acc.grad.iter().zip(&before).map(|(a, b)| a - b).collect();
+                    rows.push((i, row));
+                    (acc, sc, rows, before)
                 },
             )
-            .collect();
-        rows.concat()
+            .map(|(a, _, r, _)| (a, r))
+            .reduce_with(|(mut a, mut ra), (b, rb)| {
+                a.add(&b);
+                ra.extend(rb);
+                (a, ra)
+            })
+            .unwrap_or_else(|| (Acc::new(n, np, opts.forces), Vec::new()));
+        let mut matrix = vec![0.0; n * np];
+        for (i, row) in rows {
+            matrix[i * np..(i + 1) * np].copy_from_slice(&row);
+        }
+        (self.finish(cfg, nl, opts, acc), matrix)
     }
 
     /// dE/dtheta and its exact derivative along a direction in configuration

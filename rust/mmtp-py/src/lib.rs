@@ -173,9 +173,12 @@ impl CorePotential {
                 threads::install(|| -> Result<(Output, Option<Vec<f64>>), MmtpError> {
                     pot.check_config(&cfg)?;
                     let nl = pot.neighbors(&cfg)?;
-                    let out = pot.evaluate_with(&cfg, &nl, opts);
-                    let rows = site_param_grad.then(|| pot.site_param_grad(&cfg, &nl, symmetrize));
-                    Ok((out, rows))
+                    Ok(if site_param_grad {
+                        let (out, rows) = pot.evaluate_with_sites(&cfg, &nl, opts);
+                        (out, Some(rows))
+                    } else {
+                        (pot.evaluate_with(&cfg, &nl, opts), None)
+                    })
                 })
             })
             .map_err(to_py)?;
@@ -222,9 +225,12 @@ impl CorePotential {
                     .map(|cfg| {
                         pot.check_config(cfg)?;
                         let nl = pot.neighbors(cfg)?;
-                        let out = pot.evaluate_with(cfg, &nl, opts);
-                        let rows = site_param_grad.then(|| pot.site_param_grad(cfg, &nl, symmetrize));
-                        Ok((out, rows))
+                        Ok(if site_param_grad {
+                            let (out, rows) = pot.evaluate_with_sites(cfg, &nl, opts);
+                            (out, Some(rows))
+                        } else {
+                            (pot.evaluate_with(cfg, &nl, opts), None)
+                        })
                     })
                     .collect()
             })
