@@ -352,9 +352,10 @@ class ActiveSet:
             cfg_cells=np.array([a.cell.array for a in confs]).reshape(-1, 3, 3),
             cfg_pbc=np.array([a.pbc for a in confs], dtype=bool).reshape(-1, 3),
         )
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **data)
-        os.replace(tmp, path)
+        from ._atomic import atomic_path
+
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **data)
 
     @classmethod
     def load(cls, path: str | os.PathLike, potential: Potential) -> "ActiveSet":

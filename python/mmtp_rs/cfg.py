@@ -58,11 +58,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -838,21 +836,6 @@ def write_cfg(
     if isinstance(images, Atoms):
         images = [images]
     text = "\n".join(_format_atoms(atoms, species, k) for k, atoms in enumerate(images))
-    target = Path(os.fspath(path))
-    directory = target.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from ._atomic import atomic_write_text
+
+    atomic_write_text(path, text)

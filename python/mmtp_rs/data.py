@@ -142,9 +142,10 @@ class Dataset:
         else:
             from ase.io import write
 
-            tmp = path.with_name(path.name + ".tmp")
-            write(tmp, self.images, format="extxyz")
-            os.replace(tmp, path)
+            from ._atomic import atomic_path
+
+            with atomic_path(path, suffix=".extxyz") as tmp:
+                write(tmp, self.images, format="extxyz")
 
     # ------------------------------------------------------------ container
     def __len__(self) -> int:

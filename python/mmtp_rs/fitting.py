@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ._atomic import atomic_write_json
 from .data import Dataset, DatasetError
 from .potential import MMTPError, Potential
 
@@ -448,13 +449,7 @@ def _fingerprint(pot: Potential, train: Dataset, settings: dict) -> str:
 
 
 def _write_json_atomic(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, indent=None)
 
 
 def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights=None,

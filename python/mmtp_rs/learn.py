@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from .data import Dataset
-from .mtpfile import atomic_write_text
+from ._atomic import atomic_path, atomic_write_json, atomic_write_text
 
 try:  # Python >= 3.11
     import tomllib
@@ -264,17 +263,9 @@ def write_images(path: Path, images: list[Atoms]) -> None:
     """Atomic extxyz write (an empty list gives an empty file)."""
     from ase.io import write
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".extxyz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".extxyz") as tmp:
         if images:
             write(tmp, images, format="extxyz")
-        else:
-            Path(tmp).write_text("")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_images(path: Path) -> list[Atoms]:
@@ -286,7 +277,7 @@ def read_images(path: Path) -> list[Atoms]:
 
 
 def write_json(path: Path, doc: Any) -> None:
-    atomic_write_text(path, json.dumps(doc, indent=1, default=float) + "\n")
+    atomic_write_json(path, doc)
 
 
 # --------------------------------------------------------------------------- the loop

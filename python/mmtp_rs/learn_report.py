@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import Dataset
-from .mtpfile import atomic_write_text
+from ._atomic import atomic_write_text
 
 
 def _plt():

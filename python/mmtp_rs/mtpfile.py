@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import atomic_write_text
 
 
 class MtpFormatError(ValueError):
@@ -292,21 +293,3 @@ def write_mtp(path: str | os.PathLike, d: MtpData) -> None:
     out.append("species_coeffs = {" + ", ".join(_fmt(x) for x in d.species_coeffs) + "}")
     out.append("moment_coeffs = {" + ", ".join(_fmt(x) for x in d.moment_coeffs) + "}")
     atomic_write_text(path, "\n".join(out) + "\n")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

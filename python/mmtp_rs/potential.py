@@ -21,7 +21,8 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from . import _core
-from .mtpfile import MtpData, MtpFormatError, atomic_write_text, radial_vector, read_mtp, write_mtp
+from ._atomic import atomic_write_text
+from .mtpfile import MtpData, MtpFormatError, radial_vector, read_mtp, write_mtp
 
 MMTPError = _core.MMTPError
 set_num_threads = _core.set_num_threads

@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import socket
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
+from mmtp_rs._atomic import atomic_write_json
 from mmtp_rs.labels import attach_labels
 
 __all__ = [
@@ -182,20 +182,7 @@ def default_process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecut
 
 # ------------------------------------------------------------------- records
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_json(path, data)
 
 
 def read_record(directory: str | Path) -> dict[str, Any] | None:
