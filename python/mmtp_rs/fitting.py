@@ -448,10 +448,6 @@ def _fingerprint(pot: Potential, train: Dataset, settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    atomic_write_json(path, doc, indent=None)
-
-
 def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights=None,
         regularization: float = 0.0, energy_per_atom: bool = False, symmetrize: bool | None = None,
         optimizer: str = "auto", max_iter: int = 1000, restarts: int = 1, restart_scale: float = 0.3,
@@ -549,7 +545,7 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
             for k in ("theta", "scale", "best_theta"):
                 if doc[k] is not None:
                     doc[k] = [float(x) for x in doc[k]]
-            _write_json_atomic(ck, doc)
+            atomic_write_json(ck, doc, indent=None)
             last_save[0] = now
 
     def consider(theta, loss, vloss, r, it) -> bool:

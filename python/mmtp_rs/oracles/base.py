@@ -181,10 +181,6 @@ def default_process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecut
 
 
 # ------------------------------------------------------------------- records
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_json(path, data)
-
-
 def read_record(directory: str | Path) -> dict[str, Any] | None:
     """Read a job record, or return None if there is none (or it is unreadable)."""
     path = Path(directory) / RECORD_NAME
@@ -237,7 +233,7 @@ def run_job(oracle: "Oracle", payload: dict[str, Any], directory: str) -> dict[s
         output=None,
         reason=None,
     )
-    _write_json_atomic(job_dir / RECORD_NAME, record)
+    atomic_write_json(job_dir / RECORD_NAME, record)
     atoms = atoms_from_dict(payload["input"])
     reason = "no attempt was made"
     for attempt in range(oracle.max_attempts):
@@ -254,7 +250,7 @@ def run_job(oracle: "Oracle", payload: dict[str, Any], directory: str) -> dict[s
                 entry.update(status="done", wall_s=time.perf_counter() - t0)
                 record["attempts"].append(entry)
                 record.update(status="done", output=out.to_dict(), finished=_now(), reason=None)
-                _write_json_atomic(job_dir / RECORD_NAME, record)
+                atomic_write_json(job_dir / RECORD_NAME, record)
                 return record
             reason = f"not converged: {out.message}" if out.message else "not converged"
         except OracleTimeout as err:
@@ -266,11 +262,11 @@ def run_job(oracle: "Oracle", payload: dict[str, Any], directory: str) -> dict[s
             entry["traceback"] = traceback.format_exc(limit=5)
         entry.update(status="failed", reason=reason, wall_s=time.perf_counter() - t0)
         record["attempts"].append(entry)
-        _write_json_atomic(job_dir / RECORD_NAME, record)
+        atomic_write_json(job_dir / RECORD_NAME, record)
         if stop:
             break
     record.update(status="failed", reason=reason, finished=_now())
-    _write_json_atomic(job_dir / RECORD_NAME, record)
+    atomic_write_json(job_dir / RECORD_NAME, record)
     return record
 
 
@@ -429,7 +425,7 @@ class Oracle(abc.ABC):
                         "created": _now(),
                     }
                     jdir = workdir / jid
-                    _write_json_atomic(jdir / "input.json", payload)
+                    atomic_write_json(jdir / "input.json", payload)
                     futures[ex.submit(run_job, self, payload, str(jdir))] = jid
                 for fut in cf.as_completed(futures):
                     jid = futures[fut]

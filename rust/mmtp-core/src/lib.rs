@@ -17,3 +17,20 @@ pub mod threads;
 
 pub use error::{MmtpError, Result};
 pub use model::{Config, EvalOptions, Output, Potential, Tables};
+
+/// Whether the AVX2 kernels can run here (`MMTP_NO_SIMD=1` turns them off).
+pub(crate) fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::env::var_os("MMTP_NO_SIMD").is_none()
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

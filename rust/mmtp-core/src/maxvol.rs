@@ -29,6 +29,7 @@
 //! `|c_j| > 1 + tol` there. A is therefore never singular; [`ActiveMatrix::from_rows`]
 //! (used to restore a saved state) rejects singular matrices with an error.
 
+use crate::simd_available;
 use crate::error::{MmtpError, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -606,22 +607,6 @@ fn invert(a: &[f64], m: usize) -> Result<(Vec<f64>, f64)> {
 }
 
 // ------------------------------------------------------------------ kernels
-
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::env::var_os("MMTP_NO_SIMD").is_none()
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// `out[r, 0..n] += sum_t coef[r, t] * x[t, 0..n]` for up to 4 rows r; `out`
 /// rows are `ostride` apart, `coef` rows `kin` apart, `x` rows `xstride` apart.

@@ -21,6 +21,7 @@ use crate::chebyshev::cheb_with_deriv;
 use crate::error::{MmtpError, Result};
 use crate::neighbors::{self, NeighborList};
 use crate::num::{Dual, Num};
+use crate::simd_available;
 use rayon::prelude::*;
 
 /// Basis tables in MLIP's representation (see `basis_gen`).
@@ -1105,23 +1106,6 @@ impl Potential {
         let acc = self.run(&cfg.types, nl, &vecs, &moms, symmetrize, opts);
         let e = acc.site.iter().map(|x| x.re).sum();
         (e, acc.grad.iter().map(|x| x.re).collect(), acc.grad.iter().map(|x| x.du).collect())
-    }
-}
-
-/// Whether the AVX2 kernel can run here (`MMTP_NO_SIMD=1` turns it off).
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::env::var_os("MMTP_NO_SIMD").is_none()
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

@@ -61,6 +61,27 @@ fn make_config(
     Ok(Config { lattice, pbc, positions, types: tv, moments: moments.as_array().to_vec() })
 }
 
+/// One configuration as passed from Python: (cell, pbc, positions, types, moments).
+type PyConfig<'py> = (
+    PyReadonlyArray2<'py, f64>,
+    [bool; 3],
+    PyReadonlyArray2<'py, f64>,
+    PyReadonlyArray1<'py, i64>,
+    PyReadonlyArray1<'py, f64>,
+);
+
+/// Convert a list of configurations, naming the index of a bad one.
+fn make_configs<'py>(py: Python<'py>, configs: Vec<PyConfig<'py>>) -> PyResult<Vec<Config>> {
+    configs
+        .into_iter()
+        .enumerate()
+        .map(|(k, (c, p, x, t, m))| {
+            make_config(c, p, x, t, m)
+                .map_err(|e| MMTPError::new_err(format!("configuration {k}: {}", e.value(py))))
+        })
+        .collect()
+}
+
 fn output_dict<'py>(py: Python<'py>, out: Output, forces: bool) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let n = out.forces.len();
@@ -198,24 +219,13 @@ impl CorePotential {
     fn evaluate_many<'py>(
         &self,
         py: Python<'py>,
-        configs: Vec<(
-            PyReadonlyArray2<'py, f64>,
-            [bool; 3],
-            PyReadonlyArray2<'py, f64>,
-            PyReadonlyArray1<'py, i64>,
-            PyReadonlyArray1<'py, f64>,
-        )>,
+        configs: Vec<PyConfig<'py>>,
         symmetrize: bool,
         param_grad: bool,
         forces: bool,
         site_param_grad: bool,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let mut cfgs = Vec::with_capacity(configs.len());
-        for (k, (c, p, x, t, m)) in configs.into_iter().enumerate() {
-            cfgs.push(make_config(c, p, x, t, m).map_err(|e| {
-                MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
-            })?);
-        }
+        let cfgs = make_configs(py, configs)?;
         let opts = EvalOptions { symmetrize, param_grad, forces };
         let pot = &self.inner;
         let outs: Vec<Result<(Output, Option<Vec<f64>>), MmtpError>> = py.detach(|| {
@@ -316,22 +326,11 @@ impl CoreDataset {
     #[allow(clippy::type_complexity)]
     fn new<'py>(
         py: Python<'py>,
-        configs: Vec<(
-            PyReadonlyArray2<'py, f64>,
-            [bool; 3],
-            PyReadonlyArray2<'py, f64>,
-            PyReadonlyArray1<'py, i64>,
-            PyReadonlyArray1<'py, f64>,
-        )>,
+        configs: Vec<PyConfig<'py>>,
         labels: Vec<PyLabels<'py>>,
         cutoff: f64,
     ) -> PyResult<Self> {
-        let mut cfgs = Vec::with_capacity(configs.len());
-        for (k, (c, p, x, t, m)) in configs.into_iter().enumerate() {
-            cfgs.push(make_config(c, p, x, t, m).map_err(|e| {
-                MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
-            })?);
-        }
+        let cfgs = make_configs(py, configs)?;
         let mut labs = Vec::with_capacity(labels.len());
         for (k, (e, f, s, t)) in labels.into_iter().enumerate() {
             let forces = match f {
