@@ -6,7 +6,7 @@ import pytest
 from ase.build import bulk
 
 from mmtp_rs.oracles.reference import ReferenceCalculator
-from mmtp_rs.simulate import (ExtrapolationStop, GradeWatcher, Thresholds, equilibrate_moments, relax, run_md,
+from mmtp_rs.simulate import (ExtrapolationStop, GradeWatcher, Thresholds, equilibrate_watched, relax, run_md,
                               two_stage)
 
 
@@ -34,11 +34,13 @@ def test_stage1_lowers_the_energy_and_zeroes_the_magnetic_forces():
     a = crn()
     a.calc = ReferenceCalculator("CrN")
     e0 = a.get_potential_energy()
-    m = equilibrate_moments(a, fmax=1e-5)
+    m = equilibrate_watched(a, tol=1e-6)
     assert a.get_potential_energy() < e0
     t = a.calc.get_property("magnetic_forces", a)
-    assert np.abs(t[m != 0]).max() < 1e-3
-    assert np.all(m[a.get_initial_magnetic_moments() == 0] == 0)
+    assert np.abs(t).max() < 1e-5  # every moment, N included, is at its minimum
+    # the N moments start at 0 and acquire induced moments of either sign
+    n = np.array(a.get_chemical_symbols()) == "N"
+    assert np.all(np.abs(m[n]) > 1e-4) and np.any(m[n] > 0) and np.any(m[n] < 0)
     # signs of the random state are kept
     cr = np.array(a.get_chemical_symbols()) == "Cr"
     assert np.all(np.sign(m[cr]) == np.sign(crn().get_initial_magnetic_moments()[cr]))

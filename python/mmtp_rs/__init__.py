@@ -8,6 +8,16 @@ imported on their own.
 from __future__ import annotations
 
 import importlib
+import os
+
+# The package's heavy work runs in Rust (rayon threads); numpy/scipy only see
+# 3x3 cells and small dense systems, where multithreaded OpenBLAS busy-waits
+# against rayon and slows ASE's cell filter and L-BFGS-B some 20x on 2 cores.
+# One BLAS thread unless the user chose otherwise (effective when mmtp_rs is
+# imported before numpy, as by the ``mmtp`` command; the long-running entry
+# points also limit it with threadpoolctl, see :func:`mmtp_rs.potential.single_blas_thread`).
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 __version__ = "0.1.0"
 

@@ -7,6 +7,7 @@ call it directly.
     mmtp train CONFIG.toml               fit a potential to a dataset
     mmtp select / mmtp grade             maxvol selection and extrapolation grades
     mmtp properties CONFIG.toml          elastic constants, phonons, QHA for FM/AFM/PM
+    mmtp validate CONFIG.toml --potential P   potential vs oracle with moments equilibrated
     mmtp demo [--size K] [--level L]     evaluate an mMTP on rock-salt CrN states
     mmtp eval POT CFG [--species ...]    energies/forces/stresses/magnetic forces of a .cfg
 """
@@ -105,11 +106,21 @@ def run(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from .potential import single_blas_thread
+
     try:
-        run(args)
+        with single_blas_thread():
+            run(args)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"mmtp {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from .learn import ValidationFailed
+
+        if not isinstance(exc, ValidationFailed):
+            raise
+        print(f"mmtp {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -331,10 +331,15 @@ def auto_min_dist(data: Dataset, margin: float = 0.95, cutoff: float = 4.0) -> f
     return math.floor(margin * dmin * 100.0) / 100.0
 
 
+def max_moment_rule(largest: float, margin: float = 1.1, floor: float = 0.1) -> float:
+    """M_max of a species whose largest |m| is ``largest``: ``margin`` × it, rounded up to 0.01 μB, at least ``floor``."""
+    return max(floor, math.ceil(margin * largest * 100.0) / 100.0)
+
+
 def auto_max_moment(data: Dataset, species: Sequence[str], margin: float = 1.1, floor: float = 0.1) -> dict[str, float]:
-    """Per-species M_max: ``margin`` × the largest |m| of the species, at least ``floor`` μB."""
+    """Per-species M_max: :func:`max_moment_rule` of the largest |m| of the species in ``data``."""
     mm = data.max_abs_moment()
-    return {s: max(floor, math.ceil(margin * mm.get(s, 0.0) * 100.0) / 100.0) for s in species}
+    return {s: max_moment_rule(mm.get(s, 0.0), margin, floor) for s in species}
 
 
 def make_potential(data: Dataset, species: Sequence[str] | None = None, level: int = 16,

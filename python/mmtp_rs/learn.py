@@ -39,6 +39,8 @@ from ase import Atoms
 from ase.build import bulk
 
 from .data import Dataset
+from .magnetic import SIGN_THRESHOLD
+from .simulate import DEFAULT_GAMMA_LOW, default_thresholds
 from ._atomic import atomic_path, atomic_write_json, atomic_write_text
 
 try:  # Python >= 3.11
@@ -67,8 +69,8 @@ class SystemConfig:
 
 @dataclass
 class StageConfig:
-    kind: str = "relax"  # "relax" or "md"
-    gamma_low: float | None = None  # default: 2 (relax), 4 (md)
+    kind: str = "relax"  # "moments" (stage 1 only, from random starts), "relax" or "md"
+    gamma_low: float | None = None  # default: 2 (moments, relax), 4 (md)
     gamma_up: float = 10.0
     starts: list = field(default_factory=lambda: ["FM", "AFM", "random"])
     scales: list = field(default_factory=lambda: [1.0])  # lattice-parameter factors
@@ -79,6 +81,9 @@ class StageConfig:
     fmax: float = 0.01  # eV/Å (relax)
     cell: bool = True  # relax the cell too
     equilibrate: bool = True  # stage 1 before this stage
+    frozen: list = field(default_factory=list)  # species whose moments stage 1 holds fixed (explicit only)
+    moment_range: list = field(default_factory=lambda: [0.5, 1.0])  # moments: |m|/M_max of magnetic atoms
+    displacement: float = 0.02  # Å, std of random displacements of relax/moments starts
 
 
 @dataclass
@@ -96,6 +101,7 @@ class LearnConfig:
     max_selected: int = 20  # labelled configurations per iteration
     test: dict = field(default_factory=dict)  # held-out oracle MD: n, temperatures, steps
     executor: dict = field(default_factory=dict)  # {"kind": "process"|"serial"|"dask", "workers": n}
+    validate: dict = field(default_factory=dict)  # ValidationOptions entries (lattice in Å, ...); see validation_options
     source: str = ""
 
     @classmethod
@@ -112,7 +118,7 @@ class LearnConfig:
     @classmethod
     def from_dict(cls, doc: dict, source: str = "<dict>") -> "LearnConfig":
         known = {"name", "seed", "system", "oracle", "model", "fit", "initial", "stage", "active", "limits",
-                 "test", "executor"}
+                 "test", "executor", "validate"}
         unknown = set(doc) - known
         if unknown:
             raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -149,11 +155,20 @@ class LearnConfig:
             if bad:
                 raise ConfigError(f"{source}: [[stage]] {k} has unknown entries {sorted(bad)}")
             sc = StageConfig(**st)
-            if sc.kind not in ("relax", "md"):
-                raise ConfigError(f"{source}: [[stage]] {k} kind must be 'relax' or 'md', got {sc.kind!r}")
-            low = sc.gamma_low if sc.gamma_low is not None else (2.0 if sc.kind == "relax" else 4.0)
-            if not (0 < low <= sc.gamma_up):
-                raise ConfigError(f"{source}: [[stage]] {k} needs 0 < gamma_low <= gamma_up, got {low}, {sc.gamma_up}")
+            if sc.kind not in DEFAULT_GAMMA_LOW:
+                raise ConfigError(f"{source}: [[stage]] {k} kind must be one of {sorted(DEFAULT_GAMMA_LOW)}, "
+                                  f"got {sc.kind!r}")
+            try:
+                default_thresholds(sc.kind, sc.gamma_low, sc.gamma_up)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: [[stage]] {k}: {exc}") from None
+            lo_hi = [float(x) for x in sc.moment_range]
+            if len(lo_hi) != 2 or not (0 <= lo_hi[0] <= lo_hi[1] <= 1):
+                raise ConfigError(f"{source}: [[stage]] {k} moment_range must be [lo, hi] with 0 <= lo <= hi <= 1 "
+                                  f"(fractions of M_max), got {sc.moment_range}")
+            bad = [x for x in sc.frozen if x not in s.symbols]
+            if bad:
+                raise ConfigError(f"{source}: [[stage]] {k} frozen species {bad} are not in [system] symbols")
             cfg.stages.append(sc)
         cfg.active = dict(doc.get("active", {}))
         limits = dict(doc.get("limits", {}))
@@ -163,6 +178,11 @@ class LearnConfig:
             raise ConfigError(f"{source}: [limits] max_iterations and max_selected must be >= 1")
         cfg.test = dict(doc.get("test", {}))
         cfg.executor = dict(doc.get("executor", {}))
+        cfg.validate = dict(doc.get("validate", {}))
+        try:
+            validation_options(cfg)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: [validate]: {exc}") from None
         return cfg
 
 
@@ -191,17 +211,54 @@ def with_state(atoms: Atoms, s: SystemConfig, kind: str, seed: int) -> Atoms:
     return a
 
 
+def species_max_moment(cfg: LearnConfig) -> dict[str, float]:
+    """M_max per species, μB: ``[model] max_moment`` if given, else the rule of
+    :func:`mmtp_rs.fitting.auto_max_moment` applied to the starting moments."""
+    from .fitting import max_moment_rule
+
+    given = cfg.model.get("max_moment")
+    out = {}
+    for sym in cfg.system.symbols:
+        if isinstance(given, dict) and sym in given:
+            out[sym] = float(given[sym])
+        elif isinstance(given, (int, float)) and not isinstance(given, bool):
+            out[sym] = float(given)
+        else:
+            out[sym] = max_moment_rule(abs(float(cfg.system.moments.get(sym, 0.0))))
+    return out
+
+
+def perturb_moments(atoms: Atoms, rng: np.random.Generator, relative: float, noise: float,
+                    max_moment: dict[str, float]) -> None:
+    """Perturb the moments of ``atoms`` in place on the scale of each species.
+
+    Moments below :data:`~mmtp_rs.magnetic.SIGN_THRESHOLD` (induced moments,
+    free of sign in stage 1) are drawn uniformly from ``noise`` × [-M_max, M_max]
+    of their species, so small-moment species are labelled at non-zero moments;
+    larger ones are scaled by a factor uniform in [1 - relative, 1 + relative].
+    """
+    m = atoms.get_initial_magnetic_moments()
+    lim = np.array([max_moment.get(sym, 0.0) for sym in atoms.get_chemical_symbols()])
+    small = np.abs(m) < SIGN_THRESHOLD
+    new = np.where(small, noise * lim * rng.uniform(-1.0, 1.0, len(m)),
+                   m * (1.0 + rng.uniform(-relative, relative, len(m))))
+    atoms.set_initial_magnetic_moments(new)
+
+
 def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
     """The paper's protocol: ideal cells at several lattice parameters; FM, AFM
-    and random 50/50 states; random displacements; moment perturbations of up
-    to 15 %."""
+    and random 50/50 states; random displacements; moment perturbations (15 %
+    of the magnitude for magnetic atoms, uniform over ``moment_noise`` ×
+    [-M_max, M_max] for small-moment species such as N in CrN)."""
     ini = cfg.initial
     scales = ini.get("scales", [0.96, 1.0, 1.04])
     states = ini.get("states", ["FM", "AFM", "random", "random"])
     per = int(ini.get("per_state", 2))  # displaced copies per (scale, state)
     disp = float(ini.get("displacement", 0.05))  # Å, std of random displacements
-    pert = float(ini.get("moment_perturbation", 0.15))  # relative
+    pert = float(ini.get("moment_perturbation", 0.15))  # relative, magnetic atoms
+    noise = float(ini.get("moment_noise", 1.0))  # fraction of M_max, small-moment atoms
     strain = float(ini.get("strain", 0.0))  # max |component| of a random symmetric cell strain
+    mmax = species_max_moment(cfg)
     rng = np.random.default_rng(cfg.seed)
     out = []
     for scale in scales:
@@ -211,8 +268,7 @@ def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
                 a = with_state(base, cfg.system, st, seed=int(rng.integers(1 << 31)))
                 if c > 0 or st.upper() not in ("FM", "AFM"):
                     a.positions += rng.normal(0.0, disp, a.positions.shape)
-                    m = a.get_initial_magnetic_moments()
-                    a.set_initial_magnetic_moments(m * (1.0 + rng.uniform(-pert, pert, len(a))))
+                    perturb_moments(a, rng, pert, noise, mmax)
                     if strain > 0:
                         eps = rng.uniform(-strain, strain, (3, 3))
                         eps = 0.5 * (eps + eps.T)
@@ -220,6 +276,69 @@ def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
                 a.info["origin"] = f"initial scale={scale} state={st}"
                 out.append(a)
     return out
+
+
+def random_moment_start(atoms: Atoms, rng: np.random.Generator, moment_range, max_moment: dict[str, float]) -> None:
+    """A random start for a moment-equilibration run, in place: the signs of
+    ``atoms``' state are kept; magnetic atoms get |m| uniform in
+    ``moment_range`` × M_max, small-moment atoms a moment uniform in [-M_max, M_max]."""
+    m = atoms.get_initial_magnetic_moments()
+    lim = np.array([max_moment.get(sym, 0.0) for sym in atoms.get_chemical_symbols()])
+    small = np.abs(m) < SIGN_THRESHOLD
+    mag = rng.uniform(moment_range[0], moment_range[1], len(m)) * lim
+    atoms.set_initial_magnetic_moments(np.where(small, lim * rng.uniform(-1.0, 1.0, len(m)), np.sign(m) * mag))
+
+
+def validation_options(cfg: LearnConfig):
+    """:class:`~mmtp_rs.validate.ValidationOptions` of the ``[validate]`` table.
+
+    ``enabled`` (default true with the reference oracle, false otherwise);
+    ``lattice`` in Å (default a0 × [0.976, 0.988, 1, 1.012, 1.024]); the other
+    keys are the fields of ValidationOptions.
+    """
+    from .validate import ValidationOptions
+
+    v = dict(cfg.validate)
+    v.pop("enabled", None)
+    a0 = cfg.system.a0
+    v.setdefault("lattice", [round(a0 * f, 4) for f in (0.976, 0.988, 1.0, 1.012, 1.024)])
+    v.setdefault("elastic_lattice", a0)
+    if cfg.system.prototype == "rocksalt":
+        v.setdefault("afm_direction", "AFM1")
+    else:
+        v.setdefault("afm_direction", [0, 0, 1])
+    fields = ValidationOptions.__dataclass_fields__
+    bad = set(v) - set(fields)
+    if bad:
+        raise ValueError(f"unknown entries {sorted(bad)}; known: {sorted(set(fields) | {'enabled'})}")
+    opts = ValidationOptions(**v)
+    if not opts.lattice or any(not (float(a) > 0) for a in opts.lattice):
+        raise ValueError(f"lattice must be a non-empty list of positive lattice parameters (Å), got {opts.lattice}")
+    bad = [s for s in list(opts.states) + list(opts.elastic_states)
+           if s.upper() not in ("FM", "AFM", "RANDOM", "PM")]
+    if bad:
+        raise ValueError(f"unknown states {bad} (FM, AFM, random; elastic: FM, AFM, PM)")
+    return opts
+
+
+def validation_enabled(cfg: LearnConfig) -> bool:
+    return bool(cfg.validate.get("enabled", cfg.oracle.get("kind", "reference") == "reference"))
+
+
+def run_validation(cfg: LearnConfig, pot, outdir: Path, oracle_workdir: Path | None = None, progress=None) -> dict:
+    """:func:`mmtp_rs.validate.validate` of ``pot`` against the configured oracle on the [system] structure."""
+    from .calculator import MMTPCalculator
+    from .oracles.calculator import oracle_calculator
+    from .validate import validate, write_validation
+
+    opts = validation_options(cfg)
+    s = cfg.system
+    one = SystemConfig(**{**s.__dict__, "supercell": [1, 1, 1]})
+    rep = validate(MMTPCalculator(pot), oracle_calculator(cfg.oracle, oracle_workdir),
+                   structure=lambda a: prototype_cell(s, a / s.a0), moment=dict(s.moments), opts=opts,
+                   elastic_cell=lambda a: prototype_cell(one, a / s.a0), progress=progress)
+    rep["files"] = write_validation(rep, outdir)
+    return rep
 
 
 # --------------------------------------------------------------------------- oracle and I/O
@@ -391,7 +510,7 @@ class Learner:
         return aset
 
     def simulate(self, k: int, pot, aset) -> tuple[list[Atoms], dict]:
-        from .simulate import Thresholds, two_stage
+        from .simulate import two_stage
 
         d = self.iter_dir(k)
         pool_path, info_path = d / "pool.extxyz", d / "pool.json"
@@ -399,11 +518,11 @@ class Learner:
             return read_images(pool_path), json.loads(info_path.read_text())
         calc = aset.calculator()
         rng = np.random.default_rng(self.cfg.seed * 1000 + k)
+        mmax = dict(pot.max_moment)
         pool: list[Atoms] = []
         runs = []
         grades: list[float] = []
         for si, st in enumerate(self.cfg.stages):
-            low = st.gamma_low if st.gamma_low is not None else (2.0 if st.kind == "relax" else 4.0)
             for scale in st.scales:
                 base = prototype_cell(self.cfg.system, scale)
                 for start in st.starts:
@@ -414,12 +533,16 @@ class Learner:
                             kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs,
                                       thermostat=st.thermostat, seed=int(rng.integers(1 << 31)))
                         else:
-                            a.positions += rng.normal(0.0, 0.02, a.positions.shape)
-                            kw = dict(fmax=st.fmax, steps=st.steps, cell=st.cell)
-                        r = two_stage(a, calc, stage2=st.kind, stage1=Thresholds(2.0, st.gamma_up),
-                                      stage2_thresholds=Thresholds(low, st.gamma_up),
-                                      equilibrate=st.equilibrate, moment_bounds=pot.max_moment,
-                                      min_distance=0.75 * pot.min_dist, **kw)
+                            a.positions += rng.normal(0.0, st.displacement, a.positions.shape)
+                            kw = dict(fmax=st.fmax, steps=st.steps, cell=st.cell) if st.kind == "relax" else {}
+                        if st.kind == "moments":
+                            random_moment_start(a, rng, st.moment_range, mmax)
+                        opts = {"frozen": list(st.frozen)} if st.frozen else {}
+                        thr = default_thresholds(st.kind, st.gamma_low, st.gamma_up)
+                        r = two_stage(a, calc, stage2="none" if st.kind == "moments" else st.kind,
+                                      stage1=default_thresholds("moments", None, st.gamma_up),
+                                      stage2_thresholds=thr, equilibrate=st.equilibrate or st.kind == "moments",
+                                      stage1_options=opts, min_distance=0.75 * pot.min_dist, **kw)
                         for p in r.preselected:
                             p.info["run"] = len(runs)
                         pool += r.preselected
@@ -516,6 +639,12 @@ class Learner:
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> dict:
+        from .potential import single_blas_thread
+
+        with single_blas_thread():
+            return self._run()
+
+    def _run(self) -> dict:
         t_start = time.perf_counter()
         timing = self.summary.setdefault("timing", {"fit": 0.0, "simulate": 0.0, "select": 0.0, "label": 0.0})
         training = self.initial()
@@ -600,6 +729,40 @@ def add_cli(sub) -> None:
     p.add_argument("--state", default=None, help="state directory (default: runs/<name>)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
+    v = sub.add_parser("validate", help="compare a potential with the oracle of a learn configuration, moments "
+                                        "equilibrated (moments, state energies, E(a), elastic constants, phonons)")
+    v.add_argument("config", help="learn TOML file: its [system], [oracle] and [validate] sections are used")
+    v.add_argument("--potential", required=True, help="potential file (.json or MLIP-3 .mtp)")
+    v.add_argument("--out", default="validation", help="output directory (validation.json/.md/.png)")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> dict:
+    """``mmtp validate``: exits non-zero when a check fails (see validation.md)."""
+    from .potential import Potential
+
+    cfg = LearnConfig.from_toml(args.config)
+    pot = Potential.from_file(args.potential, species=cfg.model.get("species"))
+    out = Path(args.out)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    from .potential import single_blas_thread
+
+    with single_blas_thread():
+        rep = run_validation(cfg, pot, out, oracle_workdir=out / "oracle_jobs", progress=say)
+    if not args.quiet:
+        for c in rep["checks"]:
+            print(f"  {'pass' if c['pass'] else 'FAIL'}  {c['name']}: {c['value']:.4g} {c['unit']} "
+                  f"(tolerance {c['tolerance']:.4g}; {c['where']})")
+        print(f"all checks pass: {rep['passed']}; report in {out}/validation.md")
+    if not rep["passed"]:
+        raise ValidationFailed(f"{sum(not c['pass'] for c in rep['checks'])} validation check(s) failed; "
+                               f"see {out / 'validation.md'}")
+    return rep
+
+
+class ValidationFailed(RuntimeError):
+    """A potential failed a validation check (``mmtp validate`` exits with 1)."""
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -45,6 +45,16 @@ def write_learning_report(learner, pot, test: list) -> dict:
         md.append(f"| {r['iteration']} | {r['training_size']} | {r['n_preselected']} | {r['n_selected']} | "
                   f"{r.get('n_labelled', 0)} | {mg:.3g} |")
     md += ["", "## Errors of the final potential", "", to_markdown(errors)]
+    validation = None
+    from .learn import run_validation, validation_enabled
+
+    if validation_enabled(learner.cfg):
+        validation = run_validation(learner.cfg, pot, out, oracle_workdir=learner.state / "labels",
+                                    progress=learner.log)
+        from .validate import validation_markdown
+
+        md += [validation_markdown(validation)]
+        learner.log(f"validation: all checks pass: {validation['passed']}")
     t = learner.summary.get("timing", {})
     if t:
         md += ["## Wall time (s)", "", " | ".join(f"{k}: {v:.1f}" for k, v in t.items()), ""]
@@ -96,7 +106,12 @@ def write_learning_report(learner, pot, test: list) -> dict:
             plots += [p.name for p in parity_plots(pot, {"test": Dataset.from_atoms(test)}, out)]
     except ImportError:  # matplotlib missing: tables only
         pass
-    return {"errors": errors, "plots": plots, "directory": str(out)}
+    if validation is not None:
+        plots += [f for f in validation["files"] if f.endswith(".png")]
+    return {"errors": errors, "plots": plots, "directory": str(out),
+            "validation": None if validation is None else {
+                "passed": validation["passed"],
+                "failed_checks": [c["name"] for c in validation["checks"] if not c["pass"]]}}
 
 
 def _read(path: Path):

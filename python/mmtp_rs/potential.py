@@ -28,6 +28,18 @@ MMTPError = _core.MMTPError
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
 
+
+def single_blas_thread():
+    """Context manager limiting numpy/scipy's BLAS to one thread (threadpoolctl).
+
+    The long-running entry points (learning loop, validation, properties) run
+    under it: their dense algebra is on 3x3 cells and small systems, where a
+    multithreaded BLAS only competes with the Rust core's rayon threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
 FORMAT_TAG = "mmtp_rs potential"
 FORMAT_VERSION = 1
 

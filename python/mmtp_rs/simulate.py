@@ -1,8 +1,8 @@
 """The two-stage simulation of the paper, with the extrapolation grade
 watched at every step.
 
-Stage 1 equilibrates the moments at fixed positions and cell (bounded
-quasi-Newton on the magnetic forces ``T = -dE/dm``). Stage 2 keeps the moments
+Stage 1 equilibrates the moments at fixed positions and cell (the package's
+one stage 1, :func:`mmtp_rs.magnetic.equilibrate_moments`). Stage 2 keeps the moments
 fixed and relaxes positions and cell, or runs NVT molecular dynamics. Every
 configuration visited is graded: ``gamma_low <= gamma <= gamma_up`` -> it is
 preselected and the simulation goes on; ``gamma > gamma_up`` -> it is
@@ -24,11 +24,13 @@ from ase import Atoms, units
 
 __all__ = [
     "Thresholds",
+    "DEFAULT_GAMMA_LOW",
+    "default_thresholds",
     "GradeWatcher",
     "ExtrapolationStop",
     "SimulationExploded",
     "SimulationResult",
-    "equilibrate_moments",
+    "equilibrate_watched",
     "relax",
     "run_md",
     "two_stage",
@@ -41,6 +43,17 @@ class ExtrapolationStop(Exception):
 
 class SimulationExploded(RuntimeError):
     """The simulation reached an unphysical state (overlapping atoms, NaN)."""
+
+
+#: The paper's gamma_low per simulation kind (gamma_up is 10 for all).
+DEFAULT_GAMMA_LOW = {"moments": 2.0, "relax": 2.0, "md": 4.0}
+
+
+def default_thresholds(kind: str, gamma_low: float | None = None, gamma_up: float = 10.0) -> "Thresholds":
+    """Thresholds of a stage kind ("moments", "relax", "md"), gamma_low defaulting to the paper's."""
+    if kind not in DEFAULT_GAMMA_LOW:
+        raise ValueError(f"unknown stage kind {kind!r}; known: {sorted(DEFAULT_GAMMA_LOW)}")
+    return Thresholds(DEFAULT_GAMMA_LOW[kind] if gamma_low is None else gamma_low, gamma_up)
 
 
 @dataclass(frozen=True)
@@ -127,23 +140,14 @@ def _check_finite(atoms: Atoms, what: str) -> None:
         raise SimulationExploded(f"{what}: positions are not finite")
 
 
-def equilibrate_moments(atoms: Atoms, watcher: GradeWatcher | None = None, fmax: float = 1e-3,
-                        max_steps: int = 200, bounds: float | dict | None = None,
-                        keep_zero: bool = True) -> np.ndarray:
-    """Stage 1: minimise the energy over the moments at fixed geometry, grading every state visited.
-
-    Bounded quasi-Newton (:func:`mmtp_rs.magnetic.equilibrate_moments`) on
-    E(m) with gradient ``-magnetic_forces``; signs are kept, ``bounds`` limits
-    |m| (one number or per symbol), moments starting at exactly 0 stay 0 if
-    ``keep_zero``. Returns the final moments and leaves them in the atoms.
-    """
-    from .magnetic import equilibrate_moments as _equilibrate
+def equilibrate_watched(atoms: Atoms, watcher: GradeWatcher | None = None, **kwargs) -> np.ndarray:
+    """Stage 1 with the grade watched: :func:`mmtp_rs.magnetic.equilibrate_moments`
+    (its rule and defaults; keyword arguments go to it) on ``atoms.calc``, grading
+    every moment state visited. Leaves the final moments in ``atoms`` and returns them."""
+    from .magnetic import equilibrate_moments
 
     if atoms.calc is None:
-        raise ValueError("equilibrate_moments needs atoms with a calculator")
-    m0 = np.asarray(atoms.get_initial_magnetic_moments(), dtype=float)
-    if m0.ndim != 1:
-        raise ValueError("collinear moments (one number per atom) are needed")
+        raise ValueError("stage 1 needs atoms with a calculator")
 
     def visit(m):
         if watcher is not None:
@@ -151,8 +155,7 @@ def equilibrate_moments(atoms: Atoms, watcher: GradeWatcher | None = None, fmax:
             watcher.check(atoms, m)
 
     try:
-        m = _equilibrate(atoms, atoms.calc, m0, keep_signs=True, tol=fmax, max_iter=max_steps,
-                         max_abs=bounds, keep_zero=keep_zero, callback=visit)
+        m = equilibrate_moments(atoms, atoms.calc, callback=visit, **kwargs)
     except FloatingPointError as exc:
         raise SimulationExploded(f"stage 1: {exc}") from None
     atoms.set_initial_magnetic_moments(m)
@@ -257,25 +260,26 @@ class SimulationResult:
 
 def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | None = Thresholds(2.0, 10.0),
               stage2_thresholds: Thresholds | None = None, grade: Callable[[Atoms], float] | None = None,
-              equilibrate: bool = True, moment_bounds=None, min_distance: float = 0.0,
+              equilibrate: bool = True, stage1_options: dict | None = None, min_distance: float = 0.0,
               **stage2_kwargs) -> SimulationResult:
-    """Run stage 1 (moments at fixed geometry) then stage 2 ("relax" or "md").
+    """Run stage 1 (moments at fixed geometry) then stage 2 ("relax", "md", or "none": stage 1 only).
 
     ``stage2_thresholds`` defaults to the paper's (2, 10) for relaxation and
     (4, 10) for MD. Extra keyword arguments go to :func:`relax` or
     :func:`run_md`. The simulation stops cleanly on a grade above gamma_up,
     and on an explosion (overlapping atoms, non-finite values), keeping what
-    was preselected before. ``moment_bounds`` limits |m| in stage 1 (one
-    number or per symbol; use the potential's M_max so the search stays where
-    the magnetic basis is defined); configurations with atoms closer than
+    was preselected before. Stage 1 is :func:`mmtp_rs.magnetic.equilibrate_moments`
+    with its defaults (every moment free inside the potential's M_max, signs of
+    moments >= 0.5 μB kept); ``stage1_options`` passes explicit choices to it
+    (``frozen``, ``max_abs``, ``tol``, ...). Configurations with atoms closer than
     ``min_distance`` are not preselected (counted as rejected).
     """
     from .potential import MMTPError
 
-    if stage2 not in ("relax", "md"):
-        raise ValueError(f"stage2 must be 'relax' or 'md', got {stage2!r}")
+    if stage2 not in ("relax", "md", "none"):
+        raise ValueError(f"stage2 must be 'relax', 'md' or 'none' (stage 1 only), got {stage2!r}")
     if stage2_thresholds is None:
-        stage2_thresholds = Thresholds(2.0, 10.0) if stage2 == "relax" else Thresholds(4.0, 10.0)
+        stage2_thresholds = default_thresholds("moments" if stage2 == "none" else stage2)
     atoms = atoms.copy()
     atoms.calc = calc
     kw = {} if grade is None else {"grade": grade}
@@ -285,10 +289,10 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
     stopped = False
     try:
         if equilibrate:
-            equilibrate_moments(atoms, w1, bounds=moment_bounds)
+            equilibrate_watched(atoms, w1, **(stage1_options or {}))
         if stage2 == "relax":
             relax(atoms, w2, **stage2_kwargs)
-        else:
+        elif stage2 == "md":
             run_md(atoms, w2, **stage2_kwargs)
     except ExtrapolationStop:
         stopped = True
