@@ -180,6 +180,7 @@ impl PyActiveMatrix {
         d.set_item("n_pivots", rep.n_pivots)?;
         d.set_item("n_swaps", rep.n_swaps)?;
         d.set_item("n_refreshes", rep.n_refreshes)?;
+        d.set_item("grade_drift", rep.grade_drift)?;
         d.set_item("det_factors", rep.det_factors.into_pyarray(py))?;
         d.set_item("max_grade", rep.max_grade)?;
         d.set_item("converged", rep.converged)?;
