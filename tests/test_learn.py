@@ -53,6 +53,8 @@ max_iterations = 8
 max_selected = 6
 [test]
 n = 6
+[validate]
+enabled = false
 """
 
 

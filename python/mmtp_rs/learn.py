@@ -84,6 +84,7 @@ class StageConfig:
     frozen: list = field(default_factory=list)  # species whose moments stage 1 holds fixed (explicit only)
     moment_range: list = field(default_factory=lambda: [0.5, 1.0])  # moments: |m|/M_max of magnetic atoms
     displacement: float = 0.02  # Å, std of random displacements of relax/moments starts
+    strain: float = 0.0  # max |component| of a random symmetric cell strain of relax/moments starts
 
 
 @dataclass
@@ -166,6 +167,9 @@ class LearnConfig:
             if len(lo_hi) != 2 or not (0 <= lo_hi[0] <= lo_hi[1] <= 1):
                 raise ConfigError(f"{source}: [[stage]] {k} moment_range must be [lo, hi] with 0 <= lo <= hi <= 1 "
                                   f"(fractions of M_max), got {sc.moment_range}")
+            if not (0 <= sc.strain < 0.5 and sc.displacement >= 0):
+                raise ConfigError(f"{source}: [[stage]] {k} needs 0 <= strain < 0.5 and displacement >= 0 Å, "
+                                  f"got {sc.strain}, {sc.displacement}")
             bad = [x for x in sc.frozen if x not in s.symbols]
             if bad:
                 raise ConfigError(f"{source}: [[stage]] {k} frozen species {bad} are not in [system] symbols")
@@ -269,13 +273,18 @@ def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
                 if c > 0 or st.upper() not in ("FM", "AFM"):
                     a.positions += rng.normal(0.0, disp, a.positions.shape)
                     perturb_moments(a, rng, pert, noise, mmax)
-                    if strain > 0:
-                        eps = rng.uniform(-strain, strain, (3, 3))
-                        eps = 0.5 * (eps + eps.T)
-                        a.set_cell(a.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+                    random_strain(a, rng, strain)
                 a.info["origin"] = f"initial scale={scale} state={st}"
                 out.append(a)
     return out
+
+
+def random_strain(atoms: Atoms, rng: np.random.Generator, strain: float) -> None:
+    """Apply a random symmetric strain with components uniform in [-strain, strain], in place."""
+    if strain > 0:
+        eps = rng.uniform(-strain, strain, (3, 3))
+        eps = 0.5 * (eps + eps.T)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
 
 
 def random_moment_start(atoms: Atoms, rng: np.random.Generator, moment_range, max_moment: dict[str, float]) -> None:
@@ -533,6 +542,7 @@ class Learner:
                             kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs,
                                       thermostat=st.thermostat, seed=int(rng.integers(1 << 31)))
                         else:
+                            random_strain(a, rng, st.strain)
                             a.positions += rng.normal(0.0, st.displacement, a.positions.shape)
                             kw = dict(fmax=st.fmax, steps=st.steps, cell=st.cell) if st.kind == "relax" else {}
                         if st.kind == "moments":
