@@ -23,6 +23,7 @@ import numpy as np
 from ase import Atoms
 
 from ._core import MMTPError
+from .cfg import MAX_COORDINATE, MAX_MAGMOM
 from .labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS, voigt_from_matrix
 
 __all__ = ["Dataset", "DatasetError"]
@@ -92,7 +93,18 @@ class Dataset:
                 raise DatasetError(f"configuration {k}: magnetic moments must be collinear (one number per atom), got shape {m.shape}")
             if not np.all(np.isfinite(m)):
                 raise DatasetError(f"configuration {k}: magnetic moments are not all finite")
-            _labels_of(a, k)
+            if np.abs(m).max() > MAX_MAGMOM:
+                raise DatasetError(f"configuration {k}: magnetic moment {m[np.argmax(np.abs(m))]} beyond "
+                                   f"the limit |m| <= {MAX_MAGMOM:g} μB")
+            for what, arr in (("positions", a.positions), ("cell", a.cell.array)):
+                if not (np.abs(arr) <= MAX_COORDINATE).all():
+                    raise DatasetError(f"configuration {k}: {what} not finite or beyond |x| <= {MAX_COORDINATE:g} Å")
+            try:
+                _labels_of(a, k)
+            except (TypeError, ValueError, OverflowError) as exc:
+                if isinstance(exc, DatasetError):
+                    raise
+                raise DatasetError(f"configuration {k}: unusable label ({exc})") from None
         self._core_cache: dict = {}
 
     # ------------------------------------------------------------ reading
@@ -128,7 +140,11 @@ class Dataset:
             else:
                 from ase.io import read
 
-                got = read(p, index=":")
+                try:
+                    got = read(p, index=":")
+                except Exception as exc:  # noqa: BLE001 - ASE's readers raise anything on malformed text
+                    raise DatasetError(f"{p}: cannot read as extended XYZ ({type(exc).__name__}: "
+                                       f"{str(exc)[:200]})") from None
                 images.extend(got if isinstance(got, list) else [got])
         return cls(images, name=name or ", ".join(str(Path(p).name) for p in paths))
 

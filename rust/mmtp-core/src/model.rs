@@ -448,9 +448,12 @@ impl Potential {
                 params.len()
             )));
         }
-        if let Some(k) = params.iter().position(|x| !(x.is_finite() && x.abs() <= limits::MAX_ABS_VALUE)) {
+        if let Some(k) = params.iter().position(|x| !x.is_finite()) {
+            return Err(MmtpError::Value(format!("parameter {k} is not finite: {}", params[k])));
+        }
+        if let Some(k) = params.iter().position(|x| x.abs() > limits::MAX_ABS_VALUE) {
             return Err(MmtpError::Value(format!(
-                "parameter {k} is {}: parameters must be finite with |value| <= {:e}",
+                "parameter {k} = {} is beyond the limit |value| <= {:e}",
                 params[k],
                 limits::MAX_ABS_VALUE
             )));
