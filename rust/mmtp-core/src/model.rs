@@ -36,6 +36,10 @@ pub mod limits {
     pub const MAX_TIMES: usize = 1_000_000;
     /// Chebyshev polynomials of the radial (N_phi) and magnetic (N_psi) bases.
     pub const MAX_BASIS_SIZE: usize = 64;
+    /// Radial functions (mu < 64) and tensor rank of a basic moment.
+    pub const MAX_RADIAL_FUNCS: usize = 64;
+    /// Largest tensor rank a + b + c of a basic moment.
+    pub const MAX_RANK: usize = 31;
     /// Total number of parameters.
     pub const MAX_PARAMS: usize = 10_000_000;
     /// Largest cutoff radius R_cut (Å); the neighbour count grows as R_cut^3.
@@ -80,6 +84,15 @@ impl Tables {
                 "alpha_moments_count {} is smaller than alpha_index_basic_count {nb}",
                 self.n_moments
             )));
+        }
+        for (k, b) in self.basic.iter().enumerate() {
+            if b[0] >= limits::MAX_RADIAL_FUNCS || b[1..].iter().any(|&p| p > limits::MAX_RANK) || b[1] + b[2] + b[3] > limits::MAX_RANK {
+                return Err(MmtpError::Potential(format!(
+                    "alpha_index_basic entry {k} {b:?}: need mu < {} and a tensor rank of at most {}",
+                    limits::MAX_RADIAL_FUNCS,
+                    limits::MAX_RANK
+                )));
+            }
         }
         let mut done = vec![false; self.n_moments];
         for d in done.iter_mut().take(nb) {
