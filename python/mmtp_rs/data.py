@@ -23,7 +23,6 @@ import numpy as np
 from ase import Atoms
 
 from ._core import MMTPError
-from .cfg import MAX_COORDINATE, MAX_MAGMOM
 from .labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS, voigt_from_matrix
 
 __all__ = ["Dataset", "DatasetError"]
@@ -93,12 +92,6 @@ class Dataset:
                 raise DatasetError(f"configuration {k}: magnetic moments must be collinear (one number per atom), got shape {m.shape}")
             if not np.all(np.isfinite(m)):
                 raise DatasetError(f"configuration {k}: magnetic moments are not all finite")
-            if np.abs(m).max() > MAX_MAGMOM:
-                raise DatasetError(f"configuration {k}: magnetic moment {m[np.argmax(np.abs(m))]} beyond "
-                                   f"the limit |m| <= {MAX_MAGMOM:g} μB")
-            for what, arr in (("positions", a.positions), ("cell", a.cell.array)):
-                if not (np.abs(arr) <= MAX_COORDINATE).all():
-                    raise DatasetError(f"configuration {k}: {what} not finite or beyond |x| <= {MAX_COORDINATE:g} Å")
             try:
                 _labels_of(a, k)
             except (TypeError, ValueError, OverflowError) as exc:
