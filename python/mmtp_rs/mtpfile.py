@@ -143,7 +143,8 @@ class _Reader:
             try:
                 v = float(tok) if kind is float else int(tok)
             except ValueError:
-                raise self.error(f"{what}cannot read {tok!r} as {'a number' if kind is float else 'an integer'}", ln) from None
+                raise self.error(f"cannot read {tok!r} as {'a number' if kind is float else 'an integer'}"
+                                 f"{f' in {key}' if key else ''}", ln) from None
             try:
                 if kind is float:
                     check_real(v, "value", -MAX_ABS_VALUE if lo is None else lo, MAX_ABS_VALUE if hi is None else hi)
