@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -368,7 +369,7 @@ class ActiveSet:
         try:
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise MMTPError(f"{path}: not a readable .npz active-set file ({exc})") from None
         try:
             if str(d["format"]) != FORMAT_TAG:
@@ -381,7 +382,11 @@ class ActiveSet:
             if d["A"].shape != (potential.n_params, potential.n_params):
                 raise MMTPError(f"{path}: active set of {d['A'].shape[0]} parameters, the potential has "
                                 f"{potential.n_params}")
-            nat = d["cfg_natoms"]
+            nat = np.asarray(d["cfg_natoms"])
+            if (nat.ndim != 1 or nat.dtype.kind not in "iu" or (nat < 0).any()
+                    or len(d["cfg_ids"]) != len(nat) or int(nat.sum()) != len(d["cfg_numbers"])):
+                raise MMTPError(f"{path}: inconsistent stored configurations (cfg_natoms {nat.shape}, "
+                                f"{len(d['cfg_ids'])} ids, {len(d['cfg_numbers'])} atoms)")
             off = np.concatenate([[0], np.cumsum(nat)])
             for k, cid in enumerate(d["cfg_ids"]):
                 sl = slice(off[k], off[k + 1])
@@ -401,6 +406,12 @@ class ActiveSet:
                 aset.update()
         except KeyError as exc:
             raise MMTPError(f"{path}: missing entry {exc.args[0]!r}") from None
+        except MMTPError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise MMTPError(f"{path}: {exc}") from None
+        except (IndexError, TypeError, ValueError, OverflowError) as exc:
+            raise MMTPError(f"{path}: malformed active-set entry ({type(exc).__name__}: {str(exc)[:200]})") from None
         return aset
 
     def __repr__(self) -> str:

@@ -238,6 +238,8 @@ class _Reader:
         return CfgFormatError(self.path, None if index is None else index + 1, reason)
 
     def number(self, token: str, index: int, what: str) -> float:
+        if len(token) > 64:
+            raise self.error(index, f"number {token[:40]!r}... in {what} is too long (over 64 characters)")
         if not _NUMBER_RE.match(token):
             if _NONFINITE_RE.match(token):
                 raise self.error(index, f"non-finite value {token!r} in {what}")
@@ -245,11 +247,13 @@ class _Reader:
         value = float(token)
         if not math.isfinite(value):
             raise self.error(index, f"value {token!r} in {what} overflows a double")
+        if value == 0.0 and "e" in token.lower() and abs(int(token.lower().rpartition("e")[2])) > 400:
+            raise self.error(index, f"exponent of {token!r} in {what} is out of range")
         return value
 
     def integer(self, token: str, index: int, what: str) -> int:
-        if not re.fullmatch(r"[+-]?[0-9]+", token):
-            raise self.error(index, f"bad integer {token!r} in {what}")
+        if not re.fullmatch(r"[+-]?[0-9]{1,18}", token):
+            raise self.error(index, f"bad integer {token[:40]!r} in {what} (at most 18 digits)")
         return int(token)
 
     def value_line(self, index: int, count: int, what: str) -> list[str]:
@@ -539,6 +543,10 @@ class _Reader:
             if nper != 3:
                 raise self.error(b.atom_line, "direct_* (fractional) coordinates need a Supercell with 3 lattice vectors")
             positions = data[:, [col[c] for c in _COORD_DIRECT]] @ cell
+            far = ~np.isfinite(positions).all(axis=1)
+            if far.any():
+                r = bad_row(far)
+                raise self.error(r, "direct coordinates times the Supercell overflow")
 
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         atoms.arrays["mlip_type"] = types
@@ -574,6 +582,8 @@ class _Reader:
             volume = cell_volume(cell)
             if not volume > 0.0:
                 raise self.error(b.virial_line, "PlusStress with a degenerate Supercell (volume 0)")
+            if not math.isfinite(volume):
+                raise self.error(b.cell_line, f"the Supercell volume overflows ({volume})")
             stress = _stress_from_virial(b.virial, volume)
             if not np.isfinite(stress).all():
                 raise self.error(b.virial_line, "PlusStress / volume overflows")

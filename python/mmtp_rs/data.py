@@ -92,7 +92,12 @@ class Dataset:
                 raise DatasetError(f"configuration {k}: magnetic moments must be collinear (one number per atom), got shape {m.shape}")
             if not np.all(np.isfinite(m)):
                 raise DatasetError(f"configuration {k}: magnetic moments are not all finite")
-            _labels_of(a, k)
+            try:
+                _labels_of(a, k)
+            except (TypeError, ValueError, OverflowError) as exc:
+                if isinstance(exc, DatasetError):
+                    raise
+                raise DatasetError(f"configuration {k}: unusable label ({exc})") from None
         self._core_cache: dict = {}
 
     # ------------------------------------------------------------ reading
@@ -128,7 +133,11 @@ class Dataset:
             else:
                 from ase.io import read
 
-                got = read(p, index=":")
+                try:
+                    got = read(p, index=":")
+                except Exception as exc:  # noqa: BLE001 - ASE's readers raise anything on malformed text
+                    raise DatasetError(f"{p}: cannot read as extended XYZ ({type(exc).__name__}: "
+                                       f"{str(exc)[:200]})") from None
                 images.extend(got if isinstance(got, list) else [got])
         return cls(images, name=name or ", ".join(str(Path(p).name) for p in paths))
 

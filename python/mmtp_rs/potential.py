@@ -22,7 +22,8 @@ from ase.data import atomic_numbers
 
 from . import _core
 from ._atomic import atomic_write_text
-from .mtpfile import MtpData, MtpFormatError, radial_vector, read_mtp, write_mtp
+from .mtpfile import (LIMITS, MAX_CUTOFF, MAX_MULTIPLICITY, MAX_RANK, MtpData, MtpFormatError, check_int,
+                      check_real, radial_vector, read_mtp, write_mtp)
 
 MMTPError = _core.MMTPError
 set_num_threads = _core.set_num_threads
@@ -42,6 +43,8 @@ def single_blas_thread():
 
 FORMAT_TAG = "mmtp_rs potential"
 FORMAT_VERSION = 1
+#: Highest MTP level the basis generator supports (the Rust core's MAX_LEVEL).
+MAX_LEVEL = 32
 
 
 def _cheb_vander(y: np.ndarray, n: int) -> np.ndarray:
@@ -192,32 +195,24 @@ class Potential:
     @classmethod
     def _from_json(cls, path: Path, species):
         try:
-            doc = json.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
+            doc = json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise MtpFormatError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise MtpFormatError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits, deep nesting
+            raise MtpFormatError(f"{path}: unreadable JSON ({str(exc)[:100]})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_TAG:
             raise MtpFormatError(f"{path}: not an {FORMAT_TAG} file (missing 'format': '{FORMAT_TAG}')")
         try:
-            sp = doc["species"]
-            if species is not None and list(species) != list(sp):
-                raise MMTPError(f"{path}: the file's species are {sp}, not {list(species)}")
-            mi = doc["magnetic_intervals"]
-            b = doc["basis"]
-            params = np.concatenate([np.asarray(doc["radial_coeffs"], float),
-                                     np.asarray([doc["species_coeffs"][s] for s in sp], float),
-                                     np.asarray(doc["moment_coeffs"], float)])
-            return cls(species=sp, scaling=doc["scaling"], min_dist=doc["min_dist"],
-                       max_dist=doc["max_dist"], radial_basis_size=doc["radial_basis_size"],
-                       magnetic_basis_size=doc["magnetic_basis_size"],
-                       mag_intervals=[mi[s] for s in sp],
-                       tables=(b["basic"], b["times"], b["n_moments"], b["scalars"]), params=params,
-                       level=doc.get("level"), name=doc.get("name", ""),
-                       symmetrize=doc.get("symmetrize", True))
+            kw = _json_fields(doc)
+            if species is not None and list(species) != kw["species"]:
+                raise ValueError(f"the file's species are {kw['species']}, not {list(species)}")
+            return cls(**kw)
         except KeyError as exc:
             raise MtpFormatError(f"{path}: missing entry {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, MtpFormatError):
-                raise
+        except (TypeError, ValueError) as exc:  # MMTPError is a ValueError
             raise MtpFormatError(f"{path}: {exc}") from None
 
     # ------------------------------------------------------------------ save
@@ -421,6 +416,96 @@ class Potential:
                 raise MMTPError(f"configuration {k}: {exc}") from None
         outs = self._core.evaluate_many(inputs, sym, param_grad, forces, site_param_grad)
         return [self._finish(o, a) for o, a in zip(outs, images)]
+
+
+_JSON_KEYS = {"format", "version", "name", "species", "level", "symmetrize", "scaling", "min_dist", "max_dist",
+              "radial_basis_size", "magnetic_basis_size", "magnetic_intervals", "species_coeffs",
+              "moment_coeffs", "radial_coeffs", "basis"}
+
+
+def _json_list(value, key: str, max_len: int) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"'{key}' must be a list, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise ValueError(f"'{key}' has {len(value)} entries, more than the limit {max_len}")
+    return value
+
+
+def _json_reals(value, key: str, max_len: int) -> np.ndarray:
+    return np.array([check_real(x, f"{key}[{k}]") for k, x in enumerate(_json_list(value, key, max_len))], dtype=float)
+
+
+def _json_int_rows(value, key: str, width: int, lo: int, hi: int, max_len: int) -> list[tuple]:
+    rows = []
+    for k, row in enumerate(_json_list(value, key, max_len)):
+        if not isinstance(row, list) or len(row) != width:
+            raise ValueError(f"'{key}'[{k}] must be a list of {width} integers, got {str(row)[:60]}")
+        rows.append(tuple(check_int(x, f"{key}[{k}][{c}]", lo, hi) for c, x in enumerate(row)))
+    return rows
+
+
+def _json_fields(doc: dict) -> dict:
+    """Keyword arguments of :class:`Potential` from a JSON document, every entry
+    checked (type, range, size) before anything is allocated; ValueError/KeyError
+    name the entry and the value."""
+    unknown = sorted(set(doc) - _JSON_KEYS)
+    if unknown:
+        raise ValueError(f"unknown entries {unknown[:5]}")
+    if doc["version"] != FORMAT_VERSION or isinstance(doc["version"], bool):
+        raise ValueError(f"unsupported version {doc['version']!r} (this reader knows {FORMAT_VERSION})")
+    sp = _json_list(doc["species"], "species", LIMITS["species_count"][1])
+    if not sp or not all(isinstance(x, str) for x in sp):
+        raise ValueError(f"'species' must be a non-empty list of chemical symbols, got {str(sp)[:60]}")
+    level = doc.get("level")
+    if level is not None:
+        level = check_int(level, "level", 2, MAX_LEVEL)
+    name = doc.get("name", "")
+    symmetrize = doc.get("symmetrize", True)
+    if not isinstance(name, str) or not isinstance(symmetrize, bool):
+        raise ValueError(f"'name' must be a string and 'symmetrize' true/false, got {name!r}, {symmetrize!r}")
+    for key in ("magnetic_intervals", "species_coeffs", "basis"):
+        if not isinstance(doc[key], dict):
+            raise ValueError(f"'{key}' must be an object, got {type(doc[key]).__name__}")
+    mi = doc["magnetic_intervals"]
+    intervals = [tuple(_json_reals(mi[s], f"magnetic_intervals.{s}", 2)) for s in sp]
+    if any(len(iv) != 2 for iv in intervals):
+        raise ValueError("every magnetic interval must be a pair [min, max]")
+    b = doc["basis"]
+    n_moments = check_int(b["n_moments"], "basis.n_moments", *LIMITS["alpha_moments_count"])
+    top = n_moments - 1
+    nmax = LIMITS["alpha_moments_count"][1]
+    basic = _json_int_rows(b["basic"], "basis.basic", 4, 0, MAX_RANK, nmax)
+    bad = [x for x in basic if x[0] >= LIMITS["radial_funcs_count"][1]]
+    if bad:
+        raise ValueError(f"basis.basic entry {list(bad[0])} uses radial function {bad[0][0]}, beyond the limit")
+    # the multiplicity (third entry) is written as a float: accept integral floats there
+    times = [[int(x) if c == 2 and isinstance(x, float) and x.is_integer() and abs(x) <= MAX_MULTIPLICITY else x
+              for c, x in enumerate(row)] if isinstance(row, list) else row
+             for row in _json_list(b["times"], "basis.times", LIMITS["alpha_index_times_count"][1])]
+    times = _json_int_rows(times, "basis.times", 4, -MAX_MULTIPLICITY, MAX_MULTIPLICITY,
+                           LIMITS["alpha_index_times_count"][1])
+    bad = [x for x in times if min(x[0], x[1], x[3]) < 0 or max(x[0], x[1], x[3]) > top]
+    if bad:
+        raise ValueError(f"basis.times entry {list(bad[0])} refers to a moment outside [0, {top}]")
+    scalars = [check_int(x, f"basis.scalars[{k}]", 0, top) for k, x in enumerate(_json_list(b["scalars"], "basis.scalars", nmax))]
+    if level is not None:
+        ref = basis_tables(level)
+        if (basic, times, n_moments, scalars) != (
+                [tuple(x) for x in ref[0]], [(i, j, int(m), k) for i, j, m, k in ref[1]], ref[2], list(ref[3])):
+            raise ValueError(f"the basis does not match level {level} (wrong level, or edited tables)")
+    size = {key: check_int(doc[key], key, *LIMITS[lim]) for key, lim in
+            (("radial_basis_size", "radial_basis_size"), ("magnetic_basis_size", "basis_size"))}
+    n_rad = len(sp) ** 2 * (max((x[0] for x in basic), default=-1) + 1) * size["radial_basis_size"] * size["magnetic_basis_size"] ** 2
+    radial = _json_reals(doc["radial_coeffs"], "radial_coeffs", max(n_rad, 0))
+    sc = doc["species_coeffs"]
+    params = np.concatenate([radial, [check_real(sc[s], f"species_coeffs.{s}") for s in sp],
+                             _json_reals(doc["moment_coeffs"], "moment_coeffs", nmax)])
+    return dict(species=sp, scaling=check_real(doc["scaling"], "scaling"),
+                min_dist=check_real(doc["min_dist"], "min_dist", 0.0, MAX_CUTOFF),
+                max_dist=check_real(doc["max_dist"], "max_dist", 0.0, MAX_CUTOFF),
+                radial_basis_size=size["radial_basis_size"], magnetic_basis_size=size["magnetic_basis_size"],
+                mag_intervals=intervals, tables=(basic, times, n_moments, scalars), params=params,
+                level=level, name=name, symmetrize=symmetrize)
 
 
 def basis_tables(level: int):

@@ -70,6 +70,19 @@ pub struct LossOut {
     pub count: [usize; 4],
 }
 
+impl LossOut {
+    fn add(&mut self, o: &LossOut) {
+        self.loss += o.loss;
+        for t in 0..4 {
+            self.sse[t] += o.sse[t];
+            self.count[t] += o.count[t];
+        }
+        for (a, b) in self.grad.iter_mut().zip(&o.grad) {
+            *a += b;
+        }
+    }
+}
+
 impl Dataset {
     /// Check the labels against the configurations and build the neighbour lists.
     pub fn new(configs: Vec<Config>, labels: Vec<Labels>, cutoff: f64) -> Result<Self> {
@@ -176,41 +189,26 @@ pub fn loss(
         pot.check_config(&data.configs[k]).map_err(|e| MmtpError::Value(format!("configuration {k}: {e}")))?;
     }
     let np = if want_grad { pot.n_params() } else { 0 };
-    let out = idx
-        .par_iter()
-        .map(|&k| one(pot, &data.configs[k], &data.labels[k], &data.nls[k], w, symmetrize, want_grad))
-        .fold(
-            || LossOut { grad: vec![0.0; np], ..Default::default() },
-            |mut acc, o| {
-                acc.loss += o.loss;
-                for t in 0..4 {
-                    acc.sse[t] += o.sse[t];
-                    acc.count[t] += o.count[t];
-                }
-                for (a, b) in acc.grad.iter_mut().zip(&o.grad) {
-                    *a += b;
-                }
-                acc
-            },
-        )
-        .reduce(
-            || LossOut { grad: vec![0.0; np], ..Default::default() },
-            |mut a, b| {
-                a.loss += b.loss;
-                for t in 0..4 {
-                    a.sse[t] += b.sse[t];
-                    a.count[t] += b.count[t];
-                }
-                for (x, y) in a.grad.iter_mut().zip(&b.grad) {
-                    *x += y;
-                }
-                a
-            },
-        );
+    // fixed chunks combined in a fixed order: bit-identical at any thread count
+    let out = crate::threads::ordered_reduce(
+        idx.len(),
+        crate::threads::chunk_len(idx.len(), 1, 64),
+        &|| LossOut { grad: vec![0.0; np], ..Default::default() },
+        &|acc: &mut LossOut, t| {
+            let k = idx[t];
+            acc.add(&one(pot, &data.configs[k], &data.labels[k], &data.nls[k], w, symmetrize, want_grad));
+        },
+        &|acc: &mut LossOut, o| acc.add(&o),
+    );
     if !out.loss.is_finite() {
         return Err(MmtpError::Value(format!(
             "the objective is not finite ({}): the parameters produce overflowing energies",
             out.loss
+        )));
+    }
+    if let Some(k) = out.grad.iter().position(|x| !x.is_finite()) {
+        return Err(MmtpError::Value(format!(
+            "component {k} of the objective's gradient is not finite: the parameters produce overflowing derivatives"
         )));
     }
     Ok(out)

@@ -24,6 +24,34 @@ use crate::num::{Dual, Num};
 use crate::simd_available;
 use rayon::prelude::*;
 
+/// Limits on the size and range of a potential, checked before anything is
+/// allocated (files are outside input). They are far beyond any potential
+/// in use: level 28 has ~10^3 moments and ~10^4 parameters.
+pub mod limits {
+    /// Species (the periodic table has 118 elements).
+    pub const MAX_SPECIES: usize = 128;
+    /// Moments (basic + composite), basic moments and scalar basis functions.
+    pub const MAX_MOMENTS: usize = 100_000;
+    /// Entries of the `times` table.
+    pub const MAX_TIMES: usize = 1_000_000;
+    /// Chebyshev polynomials of the radial (N_phi) and magnetic (N_psi) bases.
+    pub const MAX_BASIS_SIZE: usize = 64;
+    /// Radial functions (mu < 64) and tensor rank of a basic moment.
+    pub const MAX_RADIAL_FUNCS: usize = 64;
+    /// Largest tensor rank a + b + c of a basic moment.
+    pub const MAX_RANK: usize = 31;
+    /// Total number of parameters.
+    pub const MAX_PARAMS: usize = 10_000_000;
+    /// Largest cutoff radius R_cut (Å); the neighbour count grows as R_cut^3.
+    pub const MAX_CUTOFF: f64 = 20.0;
+    /// Largest |value| of a real hyperparameter or parameter (scaling, coefficients,
+    /// interval ends).
+    pub const MAX_ABS_VALUE: f64 = 1e30;
+    /// A moment beyond this multiple of its species' max(|lo|, |hi|) is rejected
+    /// (moments just outside the interval are evaluated and counted).
+    pub const MAX_MOMENT_FACTOR: f64 = 100.0;
+}
+
 /// Basis tables in MLIP's representation (see `basis_gen`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tables {
@@ -41,11 +69,30 @@ impl Tables {
     /// Check the internal consistency of the tables.
     pub fn validate(&self) -> Result<()> {
         let nb = self.basic.len();
+        for (what, n, cap) in [
+            ("alpha_moments_count", self.n_moments, limits::MAX_MOMENTS),
+            ("alpha_index_basic_count", nb, limits::MAX_MOMENTS),
+            ("alpha_index_times_count", self.times.len(), limits::MAX_TIMES),
+            ("alpha_scalar_moments", self.scalars.len(), limits::MAX_MOMENTS),
+        ] {
+            if n > cap {
+                return Err(MmtpError::Potential(format!("{what} = {n} exceeds the limit of {cap}")));
+            }
+        }
         if self.n_moments < nb {
             return Err(MmtpError::Potential(format!(
                 "alpha_moments_count {} is smaller than alpha_index_basic_count {nb}",
                 self.n_moments
             )));
+        }
+        for (k, b) in self.basic.iter().enumerate() {
+            if b[0] >= limits::MAX_RADIAL_FUNCS || b[1..].iter().any(|&p| p > limits::MAX_RANK) || b[1] + b[2] + b[3] > limits::MAX_RANK {
+                return Err(MmtpError::Potential(format!(
+                    "alpha_index_basic entry {k} {b:?}: need mu < {} and a tensor rank of at most {}",
+                    limits::MAX_RADIAL_FUNCS,
+                    limits::MAX_RANK
+                )));
+            }
         }
         let mut done = vec![false; self.n_moments];
         for d in done.iter_mut().take(nb) {
@@ -263,6 +310,38 @@ pub struct Output {
     pub n_pairs: usize,
 }
 
+impl Output {
+    /// An error naming the first non-finite result (energy, forces, virial,
+    /// dE/dm, dE/dtheta), which comes from overflow in the polynomials.
+    pub fn check_finite(&self) -> Result<()> {
+        let bad = |what: String| {
+            Err(MmtpError::Value(format!(
+                "the {what} is not finite: the potential overflows for this configuration \
+                 (extreme parameters, moments or distances)"
+            )))
+        };
+        if let Some(i) = self.site_energies.iter().position(|x| !x.is_finite()) {
+            return bad(format!("site energy of atom {i}"));
+        }
+        if !self.energy.is_finite() {
+            return bad("energy".into());
+        }
+        if let Some(i) = self.forces.iter().position(|f| f.iter().any(|x| !x.is_finite())) {
+            return bad(format!("force on atom {i}"));
+        }
+        if let Some(i) = self.dedm.iter().position(|x| !x.is_finite()) {
+            return bad(format!("magnetic force on atom {i}"));
+        }
+        if self.virial.iter().flatten().any(|x| !x.is_finite()) {
+            return bad("virial (stress)".into());
+        }
+        if let Some(k) = self.param_grad.iter().position(|x| !x.is_finite()) {
+            return bad(format!("parameter gradient (component {k})"));
+        }
+        Ok(())
+    }
+}
+
 impl Potential {
     /// Build a potential, checking every part.
     #[allow(clippy::too_many_arguments)]
@@ -278,20 +357,33 @@ impl Potential {
         tables: Tables,
         params: Vec<f64>,
     ) -> Result<Self> {
-        if n_species == 0 {
-            return Err(MmtpError::Potential("species_count must be at least 1".into()));
+        if n_species == 0 || n_species > limits::MAX_SPECIES {
+            return Err(MmtpError::Potential(format!(
+                "species_count must be between 1 and {}, got {n_species}",
+                limits::MAX_SPECIES
+            )));
         }
-        if !(scaling.is_finite()) {
-            return Err(MmtpError::Potential(format!("scaling must be finite, got {scaling}")));
+        if !(scaling.is_finite() && scaling.abs() <= limits::MAX_ABS_VALUE) {
+            return Err(MmtpError::Potential(format!(
+                "scaling must be finite with |scaling| <= {:e}, got {scaling}",
+                limits::MAX_ABS_VALUE
+            )));
         }
         if !(min_dist.is_finite() && max_dist.is_finite() && min_dist >= 0.0 && max_dist > min_dist) {
             return Err(MmtpError::Potential(format!(
                 "need 0 <= min_dist < max_dist, got min_dist {min_dist}, max_dist {max_dist}"
             )));
         }
-        if n_phi == 0 || n_psi == 0 {
+        if max_dist > limits::MAX_CUTOFF {
             return Err(MmtpError::Potential(format!(
-                "radial_basis_size ({n_phi}) and magnetic basis size ({n_psi}) must be at least 1"
+                "max_dist {max_dist} Å exceeds the limit of {} Å",
+                limits::MAX_CUTOFF
+            )));
+        }
+        if n_phi == 0 || n_psi == 0 || n_phi > limits::MAX_BASIS_SIZE || n_psi > limits::MAX_BASIS_SIZE {
+            return Err(MmtpError::Potential(format!(
+                "radial_basis_size ({n_phi}) and magnetic basis size ({n_psi}) must be between 1 and {}",
+                limits::MAX_BASIS_SIZE
             )));
         }
         if mag_lo.len() != n_species || mag_hi.len() != n_species {
@@ -303,19 +395,26 @@ impl Potential {
         }
         for z in 0..n_species {
             let (lo, hi) = (mag_lo[z], mag_hi[z]);
-            if n_psi > 1 && !(lo.is_finite() && hi.is_finite() && hi > lo) {
+            let finite = lo.is_finite() && hi.is_finite() && lo.abs().max(hi.abs()) <= limits::MAX_ABS_VALUE;
+            if !finite || (n_psi > 1 && !(hi > lo)) {
                 return Err(MmtpError::Potential(format!(
-                    "magnetic interval of species {z} must satisfy min < max, got [{lo}, {hi}]"
+                    "magnetic interval of species {z} must be finite with min < max, got [{lo}, {hi}]"
                 )));
             }
         }
-        if n_phi > 64 || n_psi > 64 {
-            return Err(MmtpError::Potential(format!(
-                "radial_basis_size ({n_phi}) and magnetic basis size ({n_psi}) are limited to 64"
-            )));
-        }
         tables.validate()?;
         let n_radial = tables.n_radial();
+        let n_params = [n_species, n_species, n_radial, n_phi, n_psi, n_psi]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .and_then(|r| r.checked_add(n_species + tables.scalars.len()))
+            .filter(|&p| p <= limits::MAX_PARAMS);
+        if n_params.is_none() {
+            return Err(MmtpError::Potential(format!(
+                "the potential would have more than {} parameters",
+                limits::MAX_PARAMS
+            )));
+        }
         if n_radial > 64 || tables.basic.iter().any(|b| b[1] + b[2] + b[3] > 31) {
             return Err(MmtpError::Potential(
                 "basis too large: at most 64 radial functions and tensor rank 31".into(),
@@ -365,6 +464,13 @@ impl Potential {
         if let Some(k) = params.iter().position(|x| !x.is_finite()) {
             return Err(MmtpError::Value(format!("parameter {k} is not finite: {}", params[k])));
         }
+        if let Some(k) = params.iter().position(|x| x.abs() > limits::MAX_ABS_VALUE) {
+            return Err(MmtpError::Value(format!(
+                "parameter {k} = {} is beyond the limit |value| <= {:e}",
+                params[k],
+                limits::MAX_ABS_VALUE
+            )));
+        }
         self.params = params;
         let (c, kr, p, mm) = (self.n_species, self.n_radial, self.n_phi, self.n_psi * self.n_psi);
         let block = kr * p * mm;
@@ -410,6 +516,18 @@ impl Potential {
             if !m.is_finite() {
                 return Err(MmtpError::Value(format!("magnetic moment of atom {i} is not finite: {m}")));
             }
+            if self.n_psi > 1 {
+                let z = cfg.types[i];
+                let bound = limits::MAX_MOMENT_FACTOR * self.mag_lo[z].abs().max(self.mag_hi[z].abs());
+                if m.abs() > bound {
+                    return Err(MmtpError::Value(format!(
+                        "magnetic moment of atom {i} is {m} μB, beyond {} times the magnetic interval [{}, {}] of its species {z}",
+                        limits::MAX_MOMENT_FACTOR,
+                        self.mag_lo[z],
+                        self.mag_hi[z]
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -421,9 +539,31 @@ impl Potential {
 
     /// Evaluate one configuration.
     pub fn evaluate(&self, cfg: &Config, opts: EvalOptions) -> Result<Output> {
+        Ok(self.evaluate_checked(cfg, opts, false)?.0)
+    }
+
+    /// Check the configuration, build its neighbour list and evaluate it
+    /// (with the per-site parameter gradients if `site_grad`); every result
+    /// is checked finite, so overflow is an error and never a NaN.
+    pub fn evaluate_checked(&self, cfg: &Config, opts: EvalOptions, site_grad: bool) -> Result<(Output, Option<Vec<f64>>)> {
         self.check_config(cfg)?;
         let nl = self.neighbors(cfg)?;
-        Ok(self.evaluate_with(cfg, &nl, opts))
+        let (out, rows) = if site_grad {
+            let (out, rows) = self.evaluate_with_sites(cfg, &nl, opts);
+            (out, Some(rows))
+        } else {
+            (self.evaluate_with(cfg, &nl, opts), None)
+        };
+        out.check_finite()?;
+        if let Some(k) = rows.as_ref().and_then(|r| r.iter().position(|x| !x.is_finite())) {
+            let np = self.n_params().max(1);
+            return Err(MmtpError::Value(format!(
+                "the site parameter gradient of atom {} is not finite (component {}): the potential overflows here",
+                k / np,
+                k % np
+            )));
+        }
+        Ok((out, rows))
     }
 
     /// Evaluate many configurations in parallel.
@@ -1009,24 +1149,16 @@ impl Potential {
         let weight = 1.0 / signs.len() as f64;
         let np = if opts.param_grad { self.n_params() } else { 0 };
         let simd = simd_available();
-        let threads = rayon::current_num_threads().max(1);
-        let min_len = (n / (4 * threads)).max(16);
-        (0..n)
-            .into_par_iter()
-            .with_min_len(min_len)
-            .fold(
-                || (Acc::new(n, np, opts.forces), Scratch::new(self)),
-                |(mut acc, mut sc), i| {
-                    self.atom_dispatch(simd, types, nl, vecs, moms, i, signs, weight, opts, &mut sc, &mut acc);
-                    (acc, sc)
-                },
-            )
-            .map(|(a, _)| a)
-            .reduce_with(|mut a, b| {
-                a.add(&b);
-                a
-            })
-            .unwrap_or_else(|| Acc::new(n, np, opts.forces))
+        let (acc, _) = crate::threads::ordered_reduce(
+            n,
+            atom_chunk(n),
+            &|| (Acc::new(n, np, opts.forces), Scratch::new(self)),
+            &|(acc, sc): &mut (Acc<T>, Scratch<T>), i| {
+                self.atom_dispatch(simd, types, nl, vecs, moms, i, signs, weight, opts, sc, acc)
+            },
+            &|a: &mut (Acc<T>, Scratch<T>), b| a.0.add(&b.0),
+        );
+        acc
     }
 
     /// Gradient of each site energy with respect to all parameters: an
@@ -1046,28 +1178,22 @@ impl Potential {
         let signs: &[f64] = if opts.symmetrize { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
-        let threads = rayon::current_num_threads().max(1);
-        let min_len = (n / (4 * threads)).max(16);
-        let (acc, rows) = (0..n)
-            .into_par_iter()
-            .with_min_len(min_len)
-            .fold(
-                || (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), vec![0.0; np]),
-                |(mut acc, mut sc, mut rows, mut before), i| {
-                    before.copy_from_slice(&acc.grad);
-                    self.atom_dispatch(simd, &cfg.types, nl, &nl.vec, &cfg.moments, i, signs, weight, opts, &mut sc, &mut acc);
-                    let row: Vec<f64> = acc.grad.iter().zip(&before).map(|(a, b)| a - b).collect();
-                    rows.push((i, row));
-                    (acc, sc, rows, before)
-                },
-            )
-            .map(|(a, _, r, _)| (a, r))
-            .reduce_with(|(mut a, mut ra), (b, rb)| {
-                a.add(&b);
-                ra.extend(rb);
-                (a, ra)
-            })
-            .unwrap_or_else(|| (Acc::new(n, np, opts.forces), Vec::new()));
+        type State = (Acc<f64>, Scratch<f64>, Vec<(usize, Vec<f64>)>, Vec<f64>);
+        let (acc, _, rows, _) = crate::threads::ordered_reduce(
+            n,
+            atom_chunk(n),
+            &|| (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), vec![0.0; np]),
+            &|(acc, sc, rows, before): &mut State, i| {
+                before.copy_from_slice(&acc.grad);
+                self.atom_dispatch(simd, &cfg.types, nl, &nl.vec, &cfg.moments, i, signs, weight, opts, sc, acc);
+                let row: Vec<f64> = acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b).collect();
+                rows.push((i, row));
+            },
+            &|a: &mut State, b| {
+                a.0.add(&b.0);
+                a.2.extend(b.2);
+            },
+        );
         let mut matrix = vec![0.0; n * np];
         for (i, row) in rows {
             matrix[i * np..(i + 1) * np].copy_from_slice(&row);
@@ -1107,6 +1233,12 @@ impl Potential {
         let e = acc.site.iter().map(|x| x.re).sum();
         (e, acc.grad.iter().map(|x| x.re).collect(), acc.grad.iter().map(|x| x.du).collect())
     }
+}
+
+/// Atoms per chunk of the kernel's parallel loop: a function of the atom
+/// count only, so that sums are bit-identical at any thread count.
+fn atom_chunk(n: usize) -> usize {
+    crate::threads::chunk_len(n, 16, 32)
 }
 
 /// Dot product with four partial sums (vectorisable).

@@ -9,6 +9,18 @@ use rayon::prelude::*;
 /// Distance below which two atoms are taken to sit on the same spot (Å).
 pub const COINCIDENCE_TOL: f64 = 1e-6;
 
+/// Largest |coordinate| of a position or lattice vector (Å); beyond it the
+/// wrapping into the cell loses all precision.
+pub const MAX_COORDINATE: f64 = 1e7;
+/// Largest number of ordered neighbour pairs of one configuration (about
+/// 32 bytes each: 10^8 pairs = 3.2 GB). Checked on an estimate before the
+/// search allocates anything.
+pub const MAX_PAIRS: f64 = 1e8;
+/// Largest mean number of neighbours per atom (a density of ~20 atoms/Å^3
+/// at a 5 Å cutoff; real solids have under 0.2 atoms/Å^3). Cells much smaller
+/// than the cutoff beyond this are rejected rather than enumerated.
+pub const MAX_NEIGHBORS_PER_ATOM: f64 = 1e4;
+
 /// Neighbour list in compressed-row form: the neighbours of atom `i` are the
 /// entries `offsets[i]..offsets[i + 1]` of `index` and `vec`.
 #[derive(Clone, Debug, Default)]
@@ -154,10 +166,20 @@ pub fn build(
         if row.iter().any(|x| !x.is_finite()) {
             return Err(MmtpError::Value(format!("lattice vector {a} is not finite: {row:?}")));
         }
+        if row.iter().any(|x| x.abs() > MAX_COORDINATE) {
+            return Err(MmtpError::Value(format!(
+                "lattice vector {a} has a component beyond {MAX_COORDINATE:e} Å: {row:?}"
+            )));
+        }
     }
     for (i, p) in positions.iter().enumerate() {
         if p.iter().any(|x| !x.is_finite()) {
             return Err(MmtpError::Value(format!("position of atom {i} is not finite: {p:?}")));
+        }
+        if p.iter().any(|x| x.abs() > MAX_COORDINATE) {
+            return Err(MmtpError::Value(format!(
+                "position of atom {i} has a coordinate beyond {MAX_COORDINATE:e} Å: {p:?}"
+            )));
         }
     }
     if n == 0 {
@@ -226,14 +248,10 @@ pub fn build(
     let mut reach = [0i64; 3];
     for a in 0..3 {
         let width = ext[a] * spacing[a] / nb[a] as f64;
-        reach[a] = if pbc[a] {
-            (cutoff / width).floor() as i64 + 1
-        } else if nb[a] > 1 {
-            (cutoff / width).floor() as i64 + 1
-        } else {
-            0
-        };
+        // capped so that absurd cells reach check_search_size without overflow
+        reach[a] = if pbc[a] || nb[a] > 1 { (cutoff / width).floor().min(1e12) as i64 + 1 } else { 0 };
     }
+    check_search_size(n, &eff, &ext, &nb, &reach, pbc, cutoff)?;
     let bin_of = |f: &[f64; 3]| -> [usize; 3] {
         let mut b = [0usize; 3];
         for a in 0..3 {
@@ -328,6 +346,41 @@ pub fn build(
         }
     }
     Ok(NeighborList { offsets, index, vec: vecs })
+}
+
+/// Refuse a search whose size is absurd, before allocating: the number of
+/// candidate pairs examined (atoms x visited bins x mean bin occupancy) and
+/// its fraction inside the cutoff sphere estimate the pairs.
+fn check_search_size(
+    n: usize,
+    eff: &[[f64; 3]; 3],
+    ext: &[f64; 3],
+    nb: &[usize; 3],
+    reach: &[i64; 3],
+    pbc: [bool; 3],
+    cutoff: f64,
+) -> Result<()> {
+    let nf = n as f64;
+    let mut candidates = nf * nf;
+    let mut window = volume(eff);
+    for a in 0..3 {
+        let visited = 2.0 * reach[a] as f64 + 1.0;
+        let visited = if pbc[a] { visited } else { visited.min(nb[a] as f64) };
+        candidates *= visited / nb[a] as f64;
+        window *= visited * ext[a] / nb[a] as f64;
+    }
+    let ball = 4.0 / 3.0 * std::f64::consts::PI * cutoff.powi(3);
+    let inside = if window > ball { ball / window } else { 1.0 };
+    let pairs = candidates * inside;
+    if !(pairs <= MAX_PAIRS && pairs <= MAX_NEIGHBORS_PER_ATOM * nf && candidates <= 10.0 * MAX_PAIRS) {
+        return Err(MmtpError::Geometry(format!(
+            "the neighbour search would give about {pairs:.3e} pairs ({:.3e} per atom) for {n} atoms at a cutoff of \
+             {cutoff} Å: limits are {MAX_PAIRS:e} pairs and {MAX_NEIGHBORS_PER_ATOM:e} per atom (is the cell far \
+             smaller than the cutoff, or the structure collapsed?)",
+            pairs / nf
+        )));
+    }
+    Ok(())
 }
 
 #[inline]
@@ -474,5 +527,28 @@ mod tests {
         assert!(matches!(build(&lat, [true; 3], &[[f64::NAN, 0.0, 0.0]], 2.0), Err(MmtpError::Value(_))));
         let flat = [[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [1.0, 1.0, 0.0]];
         assert!(matches!(build(&flat, [true; 3], &[[0.0; 3]], 2.0), Err(MmtpError::Geometry(_))));
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn absurd_cells_are_refused_before_allocating() {
+        for edge in [0.01, 0.03, 1e-100] {
+            let lat = [[edge, 0.0, 0.0], [0.0, edge, 0.0], [0.0, 0.0, edge]];
+            let r = build(&lat, [true; 3], &[[0.0; 3]], 5.0);
+            assert!(matches!(r, Err(MmtpError::Geometry(ref m)) if m.contains("pairs")), "{edge}: {r:?}");
+        }
+        let lat = [[1e-100, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 10.0]];
+        assert!(build(&lat, [true, false, false], &[[0.0; 3]], 5.0).is_err());
+        let far = [[1e100, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        let lat = [[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]];
+        assert!(matches!(build(&lat, [true; 3], &far, 2.0), Err(MmtpError::Value(_))));
+        // an ordinary cell passes, with an estimate close to the truth
+        let pos: Vec<[f64; 3]> = (0..64).map(|k| [(k % 4) as f64 * 2.0, ((k / 4) % 4) as f64 * 2.0, (k / 16) as f64 * 2.0]).collect();
+        let lat = [[8.0, 0.0, 0.0], [0.0, 8.0, 0.0], [0.0, 0.0, 8.0]];
+        assert!(build(&lat, [true; 3], &pos, 5.0).is_ok());
     }
 }

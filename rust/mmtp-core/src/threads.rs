@@ -89,3 +89,69 @@ fn pool() -> Arc<ThreadPool> {
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
 }
+
+/// Chunk length for [`ordered_reduce`]: at least `min_len` items and at most
+/// `max_chunks` chunks. It depends on `n` only, never on the thread count.
+pub fn chunk_len(n: usize, min_len: usize, max_chunks: usize) -> usize {
+    n.div_ceil(max_chunks.max(1)).max(min_len).max(1)
+}
+
+/// Deterministic parallel reduction over `0..n`.
+///
+/// The range is cut into chunks of `chunk` items (fixed by the caller,
+/// independent of the number of threads); each chunk is folded sequentially
+/// in index order from `init()`, and the chunk results are combined along a
+/// fixed binary tree (left + right, split at chunk boundaries). Floating-point
+/// sums therefore come out bit-identical at any thread count and in any run,
+/// while at most a few partial results per thread are alive at once.
+pub fn ordered_reduce<A, I, F, C>(n: usize, chunk: usize, init: &I, fold: &F, combine: &C) -> A
+where
+    A: Send,
+    I: Fn() -> A + Sync,
+    F: Fn(&mut A, usize) + Sync,
+    C: Fn(&mut A, A) + Sync,
+{
+    fn tree<A, I, F, C>(lo: usize, hi: usize, chunk: usize, init: &I, fold: &F, combine: &C) -> A
+    where
+        A: Send,
+        I: Fn() -> A + Sync,
+        F: Fn(&mut A, usize) + Sync,
+        C: Fn(&mut A, A) + Sync,
+    {
+        if hi - lo <= chunk {
+            let mut acc = init();
+            for i in lo..hi {
+                fold(&mut acc, i);
+            }
+            return acc;
+        }
+        let chunks = (hi - lo).div_ceil(chunk);
+        let mid = lo + (chunks / 2) * chunk;
+        let (mut left, right) =
+            rayon::join(|| tree(lo, mid, chunk, init, fold, combine), || tree(mid, hi, chunk, init, fold, combine));
+        combine(&mut left, right);
+        left
+    }
+    tree(0, n, chunk.max(1), init, fold, combine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_reduce_is_independent_of_the_thread_count() {
+        let xs: Vec<f64> = (0..10_000).map(|i| ((i as f64) * 0.7).sin() * 10f64.powi((i % 17) as i32 - 8)).collect();
+        let sum = |threads: usize| {
+            let pool = ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                ordered_reduce(xs.len(), chunk_len(xs.len(), 16, 64), &|| 0.0f64, &|a: &mut f64, i| *a += xs[i], &|a: &mut f64, b| *a += b)
+            })
+        };
+        let one = sum(1);
+        for t in [2, 3, 4, 7] {
+            assert_eq!(one.to_bits(), sum(t).to_bits());
+        }
+        assert_eq!(ordered_reduce(0, 4, &|| 1usize, &|a: &mut usize, _| *a += 1, &|a: &mut usize, b| *a += b), 1);
+    }
+}

@@ -191,16 +191,7 @@ impl CorePotential {
         let pot = &self.inner;
         let (out, rows) = py
             .detach(|| {
-                threads::install(|| -> Result<(Output, Option<Vec<f64>>), MmtpError> {
-                    pot.check_config(&cfg)?;
-                    let nl = pot.neighbors(&cfg)?;
-                    Ok(if site_param_grad {
-                        let (out, rows) = pot.evaluate_with_sites(&cfg, &nl, opts);
-                        (out, Some(rows))
-                    } else {
-                        (pot.evaluate_with(&cfg, &nl, opts), None)
-                    })
-                })
+                threads::install(|| pot.evaluate_checked(&cfg, opts, site_param_grad))
             })
             .map_err(to_py)?;
         let n = cfg.positions.len();
@@ -231,18 +222,7 @@ impl CorePotential {
         let outs: Vec<Result<(Output, Option<Vec<f64>>), MmtpError>> = py.detach(|| {
             threads::install(|| {
                 use rayon::prelude::*;
-                cfgs.par_iter()
-                    .map(|cfg| {
-                        pot.check_config(cfg)?;
-                        let nl = pot.neighbors(cfg)?;
-                        Ok(if site_param_grad {
-                            let (out, rows) = pot.evaluate_with_sites(cfg, &nl, opts);
-                            (out, Some(rows))
-                        } else {
-                            (pot.evaluate_with(cfg, &nl, opts), None)
-                        })
-                    })
-                    .collect()
+                cfgs.par_iter().map(|cfg| pot.evaluate_checked(cfg, opts, site_param_grad)).collect()
             })
         });
         let np = pot.n_params();
