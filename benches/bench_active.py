@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -44,8 +43,7 @@ def bench_grade(budget):
     from ase.build import bulk
     from mmtp_rs.active import ActiveSet
 
-    shared = Path(os.environ.get("MMTP_SHARED", ROOT.parent / "shared"))
-    path = shared / "external" / "mlip3" / "mag_lev16_CrN.mtp"
+    path = ROOT / "tests" / "data" / "mlip3" / "mag_lev16_CrN.mtp"
     pot = mmtp_rs.Potential.from_file(path, species=["N", "Cr"])
     rng = np.random.default_rng(0)
 

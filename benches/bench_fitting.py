@@ -4,8 +4,8 @@ Data: rock-salt CrN 64-atom cells (2x2x2 cubic, a = 4.15 Å ± 2 %, atoms
 displaced by 0.05 Å, random collinear moments ±[1.5, 3] μB on Cr, ±0.05 μB
 on N), labelled by the reference model (energy, forces, stress, magnetic
 forces). Potential: the MLIP-3 level-16 CrN file
-``<shared>/external/mlip3/mag_lev16_CrN.mtp`` (``<shared>`` = ``$MMTP_SHARED``
-or the ``shared`` folder next to the repository), else a new level-16
+``tests/data/mlip3/mag_lev16_CrN.mtp`` (MLIP-3 conformance data in the repository),
+else a new level-16
 potential with N_phi = 8, N_psi = 2.
 
 Reported:
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import sys
@@ -40,8 +39,8 @@ POTENTIAL_NAME = "mag_lev16_CrN.mtp"
 
 
 def shared_dir() -> Path:
-    env = os.environ.get("MMTP_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+    """The MLIP-3 conformance data shipped with the repository."""
+    return Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def peak_rss_mib() -> float:
@@ -133,7 +132,7 @@ def main(argv=None) -> dict:
 
     res: dict = {"benchmark": "fitting", "python": platform.python_version(), "machine": platform.machine(),
                  "threads": mmtp_rs.get_num_threads(), "n_configs": n, "atoms_per_config": 64}
-    path = shared_dir() / "external" / "mlip3" / POTENTIAL_NAME
+    path = shared_dir() / "mlip3" / POTENTIAL_NAME
     if path.exists():
         pot = mmtp_rs.Potential.from_file(path, species=SPECIES)
         res["potential"] = f"MLIP-3 file {POTENTIAL_NAME}"

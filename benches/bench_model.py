@@ -18,9 +18,8 @@ Usage
     python benches/bench_model.py --quick    # no 32768-atom cell, fewer repeats
     python benches/bench_model.py --out bench.json
 
-The potential file is ``<shared>/external/mlip3/mag_lev16_CrN.mtp``, where
-``<shared>`` is ``$MMTP_SHARED`` if set, otherwise the ``shared`` folder next
-to the repository.
+The potential file is ``tests/data/mlip3/mag_lev16_CrN.mtp`` (MLIP-3
+conformance data shipped with the repository).
 
 Notes
 -----
@@ -61,16 +60,13 @@ SEED = 20240601
 
 
 def shared_dir() -> Path:
-    """Return the shared data folder (``$MMTP_SHARED`` or ``<repo>/../shared``)."""
-    env = os.environ.get("MMTP_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared"
+    """The MLIP-3 conformance data shipped with the repository."""
+    return Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def potential_path() -> Path:
     """Return the path of the level-16 CrN mMTP file."""
-    return shared_dir() / "external" / "mlip3" / POTENTIAL_NAME
+    return shared_dir() / "mlip3" / POTENTIAL_NAME
 
 
 def make_cell(n_atoms: int, seed: int = SEED):

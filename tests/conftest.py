@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -6,18 +5,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path | None:
-    env = os.environ.get("MMTP_SHARED")
-    cand = Path(env) if env else ROOT.parent / "shared"
-    return cand if cand.is_dir() else None
+#: MLIP-3's own outputs (conformance data), shipped with the repository
+MLIP3_DIR = ROOT / "tests" / "data" / "mlip3"
 
 
 @pytest.fixture(scope="session")
 def mlip3_dir():
-    d = shared_dir()
-    if d is None or not (d / "external" / "mlip3").is_dir():
-        pytest.skip("MLIP-3 reference data not found (set MMTP_SHARED to the shared folder)")
-    return d / "external" / "mlip3"
+    return MLIP3_DIR
 
 
 EXAMPLE_MAIN_JOB = ROOT / "examples" / "learn_crn_reference.toml"

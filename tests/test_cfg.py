@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import string
 import time
 from pathlib import Path
@@ -22,18 +21,8 @@ from mmtp_rs.cfg import CfgFormatError, cell_volume, read_cfg, write_cfg
 # --------------------------------------------------------------------------- #
 
 
-def shared_dir() -> Path:
-    env = os.environ.get("MMTP_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared"
-
-
-MLIP3_DIR = shared_dir() / "external" / "mlip3"
-needs_mlip3 = pytest.mark.skipif(
-    not MLIP3_DIR.is_dir(),
-    reason=f"MLIP-3 conformance data not found at {MLIP3_DIR} (set MMTP_SHARED to the shared folder)",
-)
+MLIP3_DIR = Path(__file__).resolve().parent / "data" / "mlip3"  # shipped with the repository
+needs_mlip3 = pytest.mark.skipif(not MLIP3_DIR.is_dir(), reason=f"MLIP-3 conformance data missing: {MLIP3_DIR}")
 
 
 def mlip3_json_cases() -> list[tuple[Path, str]]:

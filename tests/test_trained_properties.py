@@ -10,13 +10,11 @@ learn report's own validation, so this is a held-out check. On main a57adc1
 (stage 1 of the loop froze the N moments at 0) this failed by 0.11 μB and
 140 meV/atom."""
 
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mmtp_rs import MMTPCalculator
-from mmtp_rs.learn import LearnConfig, SystemConfig, prototype_cell
+from mmtp_rs.learn import SystemConfig, prototype_cell
 from mmtp_rs.oracles.reference import ReferenceCalculator
 from mmtp_rs.validate import ValidationOptions, validate
 

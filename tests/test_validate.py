@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mmtp_rs import MMTPCalculator, Potential
+from mmtp_rs import Potential
 from mmtp_rs.cli import main
 from mmtp_rs.learn import ConfigError, LearnConfig, SystemConfig, prototype_cell
 from mmtp_rs.oracles.reference import ReferenceCalculator
