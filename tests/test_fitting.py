@@ -269,6 +269,10 @@ def test_killed_fit_resumes_from_checkpoint(tmp_path):
     assert seen[0]["iteration"] == 8 and seen[-1]["iteration"] <= 12
     assert [h["iteration"] for h in res.history][:7] == list(range(1, 8))
     assert res.best_loss <= min(h["loss"] for h in res.history) + 1e-15
+    # the resumed fit is the uninterrupted one, bit for bit (the BFGS state is checkpointed)
+    clean = fit(pot, data, max_iter=12, quiet=True)
+    assert np.array_equal(res.potential.params, clean.potential.params)
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in clean.history]
     # a checkpoint of a different fit is not used
     res2 = fit(pot, data, weights=(1, 0, 0, 0), max_iter=2, checkpoint=ck, quiet=True)
     assert not res2.resumed

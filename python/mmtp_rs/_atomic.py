@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "remove_stale_temporaries"]
+
+#: Names of the temporary files :func:`atomic_path` creates: ``.<target>.<8 random>[<suffix>]``
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
 @contextmanager
@@ -54,3 +58,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, doc: Any, indent: int | None = 1) -> None:
     """Write ``doc`` as JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(doc, indent=indent, default=float) + "\n")
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a killed writer left under ``root`` (recursively).
+
+    Call it only where this process is the sole writer (a learning run's state
+    directory at start-up). Returns the removed paths.
+    """
+    removed = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if _TEMPORARY.match(name):
+                p = Path(dirpath) / name
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed

@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import time
+from types import SimpleNamespace
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -453,6 +454,95 @@ def _fingerprint(pot: Potential, train: Dataset, settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
+class _BFGS:
+    """Dense BFGS with a Wolfe line search whose whole state can be saved and restored exactly.
+
+    The iteration is the classic one of scipy's BFGS (same update, same line
+    searches, same iterates), but its state is ours: a checkpointed fit
+    resumes bit for bit. ``fun(u) -> (value, gradient)``.
+    State: ``x``, ``f``, ``g``, ``H`` (inverse Hessian), ``f_prev`` (for the
+    line search's first step), ``k`` (iterations done), ``message``.
+    """
+
+    def __init__(self, fun, x0=None, state: dict | None = None):
+        self.fun = fun
+        self._cache: dict = {}
+        if state is not None:
+            self.x = np.array(state["x"], dtype=float)
+            self.f = float(state["f"])
+            self.g = np.array(state["g"], dtype=float)
+            self.H = np.array(state["H"], dtype=float).reshape(self.x.size, self.x.size)
+            self.f_prev = None if state["f_prev"] is None else float(state["f_prev"])
+            self.k = int(state["k"])
+        else:
+            self.x = np.array(x0, dtype=float)
+            self.f, self.g = self._eval(self.x)
+            self.H = None
+            # first trial step of length ~1 along -g/|g| (as in scipy's BFGS)
+            self.f_prev = self.f + float(np.linalg.norm(self.g)) / 2
+            self.k = 0
+
+    def _eval(self, x):
+        key = x.tobytes()
+        if key not in self._cache:
+            self._cache.clear()
+            f, g = self.fun(x)
+            self._cache[key] = (float(f), np.array(g, dtype=float))
+        return self._cache[key]
+
+    def state(self) -> dict:
+        return {"x": self.x, "f": self.f, "g": self.g,
+                "H": np.eye(self.x.size) if self.H is None else self.H, "f_prev": self.f_prev, "k": self.k}
+
+    def step(self, gtol: float) -> str | None:
+        """One iteration (the classic BFGS update on the inverse Hessian, H0 = I, a
+        Wolfe line search: MINPACK's first, the zoom search if it fails); returns a
+        stop message or None."""
+        import warnings
+
+        from scipy.optimize import line_search as wolfe2
+
+        try:  # MINPACK's line search, the first choice of scipy's own BFGS
+            from scipy.optimize._linesearch import line_search_wolfe1 as wolfe1
+        except ImportError:  # pragma: no cover - older/newer scipy layouts
+            wolfe1 = None
+        if not np.max(np.abs(self.g)) > gtol:
+            return "gradient below gtol"
+        n = self.x.size
+        h = np.eye(n) if self.H is None else self.H
+        p = -(h @ self.g)
+        fun = (lambda x: self._eval(x)[0])
+        jac = (lambda x: self._eval(x)[1])
+        alpha = None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The line search algorithm")
+            if wolfe1 is not None:
+                alpha, _, _, f_new, f_old, g_new = wolfe1(fun, jac, self.x, p, self.g, self.f, self.f_prev,
+                                                          amin=1e-100, amax=1e100)
+            if alpha is None:
+                alpha, _, _, f_new, f_old, g_new = wolfe2(fun, jac, self.x, p, self.g, self.f, self.f_prev,
+                                                          amax=1e100)
+        if alpha is None:
+            return "line search failed to find a better point"
+        sv = alpha * p
+        x_new = self.x + sv
+        if g_new is None:
+            g_new = jac(x_new)
+        g_new = np.asarray(g_new, dtype=float)
+        yv = g_new - self.g
+        self.x, self.g, self.f, self.f_prev = x_new, g_new, float(f_new), float(f_old)
+        self.k += 1
+        if not np.isfinite(self.f):
+            return "non-finite objective"
+        sy = float(yv @ sv)
+        rho = 1000.0 if sy == 0.0 else 1.0 / sy
+        eye = np.eye(n)
+        a1 = eye - sv[:, None] * yv[None, :] * rho
+        a2 = eye - yv[:, None] * sv[None, :] * rho
+        self.H = a1 @ (h @ a2) + (rho * sv[:, None] * sv[None, :])
+        return None
+
+
 def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights=None,
         regularization: float = 0.0, energy_per_atom: bool = False, symmetrize: bool | None = None,
         optimizer: str = "auto", max_iter: int = 1000, restarts: int = 1, restart_scale: float = 0.3,
@@ -521,6 +611,7 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
         starts.append(t)
 
     state = {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "restart": 0, "iteration": 0, "theta": None,
+             "bfgs": None, "since_best": 0,
              "scale": None, "linear_done": False, "best_theta": None, "best_score": None, "best_loss": None,
              "best_valid": None, "best_restart": 0, "best_iteration": 0, "history": [], "restarts": [],
              "done": False}
@@ -550,6 +641,9 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
             for k in ("theta", "scale", "best_theta"):
                 if doc[k] is not None:
                     doc[k] = [float(x) for x in doc[k]]
+            if doc.get("bfgs") is not None:
+                doc["bfgs"] = {k: (np.asarray(v, dtype=float).ravel().tolist() if isinstance(v, np.ndarray) else v)
+                               for k, v in doc["bfgs"].items()}
             atomic_write_json(ck, doc, indent=None)
             last_save[0] = now
 
@@ -591,7 +685,7 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
             ev = obj.evaluate_theta(theta, gradient=False)
             vl = vobj.evaluate_theta(theta, gradient=False) if vobj else None
             consider(theta, ev["loss"], vl["loss"] if vl else None, r, it0)
-            since_best = [0]
+            since_best = [int(state.get("since_best", 0))]
             cache: dict = {}
 
             def fun(u):
@@ -618,6 +712,7 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
                     rec.update(valid_loss=vloss, valid_rmse=v["rmse"])
                 improved = consider(th, last["loss"], vloss, r, it)
                 since_best[0] = 0 if improved else since_best[0] + 1
+                state["since_best"] = since_best[0]
                 state["theta"] = th
                 state["history"].append(rec)
                 prog.step(rec)
@@ -632,7 +727,25 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
 
             remaining = max_iter - it0
             msg = "iteration limit reached"
-            if remaining > 0:
+            if remaining > 0 and optimizer == "BFGS":
+                # our own BFGS: its state is checkpointed with the fit, so a resumed
+                # fit follows the same iterates as an uninterrupted one, bit for bit
+                bs = state.get("bfgs")
+                opt = _BFGS(fun, obj.u(theta)) if bs is None else _BFGS(fun, state=bs)
+                try:
+                    while state["iteration"] < max_iter:
+                        stop = opt.step(gtol)
+                        if stop is not None:
+                            msg = stop
+                            break
+                        state["bfgs"] = opt.state()
+                        cb(SimpleNamespace(x=opt.x))
+                except StopIteration:
+                    msg = "stopped early" if state["iteration"] < max_iter else msg
+                th = obj.theta(opt.x)
+                if np.all(np.isfinite(th)):
+                    state["theta"] = th
+            elif remaining > 0:
                 opts = {"maxiter": remaining, "gtol": gtol}
                 if optimizer == "L-BFGS-B":
                     opts.update(ftol=ftol, maxcor=20, maxfun=4 * remaining + 20)
@@ -643,7 +756,8 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
                     state["theta"] = th
             state["restarts"][-1].update(final_iteration=state["iteration"], message=msg)
             prog.log(f"restart {r} finished after {state['iteration']} iterations: {msg}")
-            state.update(restart=r + 1, theta=None, scale=None, linear_done=False, iteration=0)
+            state.update(restart=r + 1, theta=None, scale=None, linear_done=False, iteration=0, bfgs=None,
+                         since_best=0)
             save(force=True)
         state["done"] = True
         save(force=True)

@@ -39,9 +39,10 @@ from ase import Atoms
 from ase.build import bulk
 
 from .data import Dataset
+from .images import read_images, write_images
 from .magnetic import SIGN_THRESHOLD
 from .simulate import DEFAULT_GAMMA_LOW, default_thresholds
-from ._atomic import atomic_path, atomic_write_json, atomic_write_text
+from ._atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 try:  # Python >= 3.11
     import tomllib
@@ -387,23 +388,6 @@ def make_executor(cfg: LearnConfig):
     raise ConfigError(f"{cfg.source}: [executor] kind {kind!r} is not default/serial/process/dask")
 
 
-def write_images(path: Path, images: list[Atoms]) -> None:
-    """Atomic extxyz write (an empty list gives an empty file)."""
-    from ase.io import write
-
-    with atomic_path(path, suffix=".extxyz") as tmp:
-        if images:
-            write(tmp, images, format="extxyz")
-
-
-def read_images(path: Path) -> list[Atoms]:
-    from ase.io import read
-
-    if path.stat().st_size == 0:
-        return []
-    return read(path, index=":", format="extxyz")
-
-
 def write_json(path: Path, doc: Any) -> None:
     atomic_write_json(path, doc)
 
@@ -420,6 +404,7 @@ class Learner:
         self.quiet = quiet
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "labels").mkdir(exist_ok=True)
+        remove_stale_temporaries(self.state)  # a killed write leaves its temporary file behind
         self.oracle = make_oracle(cfg)
         self._executor = None
         self.summary_path = self.state / "summary.json"
@@ -497,13 +482,14 @@ class Learner:
         valid_fraction = float(f.pop("valid_fraction", 0.0))
         train, valid = (data.split(valid_fraction, seed=self.cfg.seed + k) if valid_fraction > 0 else (data, None))
         t0 = time.perf_counter()
-        res = fit(pot, train, valid, checkpoint=d / "fit_checkpoint.json", quiet=True, seed=self.cfg.seed + k, **f)
+        res = fit(pot, train, valid, checkpoint=d / "fit_checkpoint.json", checkpoint_interval=5.0, quiet=True,
+                  seed=self.cfg.seed + k, **f)
         pot = res.potential
         self.log(f"iteration {k}: fitted {pot.n_params} parameters on {len(train)} configurations "
                  f"in {time.perf_counter() - t0:.1f} s (loss {res.best_loss:.4g})")
         pot.save(d / "potential.mtp")
         pot.save(path)
-        return pot
+        return Potential.from_file(path)  # exactly what a resumed run reads
 
     def active_set(self, k: int, pot, training: list[Atoms]):
         from .active import ActiveSet
@@ -516,59 +502,80 @@ class Learner:
                 self.log(f"rebuilding the active set ({exc})")
         aset = ActiveSet.from_training(pot, training, **self.cfg.active)
         aset.save(path)
-        return aset
+        return ActiveSet.load(path, pot)  # exactly what a resumed run reads (A^-1 inverted afresh)
 
     def simulate(self, k: int, pot, aset) -> tuple[list[Atoms], dict]:
-        from .simulate import two_stage
-
         d = self.iter_dir(k)
         pool_path, info_path = d / "pool.extxyz", d / "pool.json"
         if pool_path.exists() and info_path.exists():
             return read_images(pool_path), json.loads(info_path.read_text())
         calc = aset.calculator()
-        rng = np.random.default_rng(self.cfg.seed * 1000 + k)
         mmax = dict(pot.max_moment)
+        runs_dir = d / "runs"
+        runs_dir.mkdir(exist_ok=True)
         pool: list[Atoms] = []
         runs = []
         grades: list[float] = []
-        for si, st in enumerate(self.cfg.stages):
-            for scale in st.scales:
-                base = prototype_cell(self.cfg.system, scale)
-                for start in st.starts:
-                    temps = st.temperatures if st.kind == "md" else [None]
-                    for temp in temps:
-                        a = with_state(base, self.cfg.system, start, seed=int(rng.integers(1 << 31)))
-                        if st.kind == "md":
-                            kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs,
-                                      thermostat=st.thermostat, seed=int(rng.integers(1 << 31)))
-                        else:
-                            random_strain(a, rng, st.strain)
-                            a.positions += rng.normal(0.0, st.displacement, a.positions.shape)
-                            kw = dict(fmax=st.fmax, steps=st.steps, cell=st.cell) if st.kind == "relax" else {}
-                        if st.kind == "moments":
-                            random_moment_start(a, rng, st.moment_range, mmax)
-                        opts = {"frozen": list(st.frozen)} if st.frozen else {}
-                        thr = default_thresholds(st.kind, st.gamma_low, st.gamma_up)
-                        r = two_stage(a, calc, stage2="none" if st.kind == "moments" else st.kind,
-                                      stage1=default_thresholds("moments", None, st.gamma_up),
-                                      stage2_thresholds=thr, equilibrate=st.equilibrate or st.kind == "moments",
-                                      stage1_options=opts, min_distance=0.75 * pot.min_dist, **kw)
-                        for p in r.preselected:
-                            p.info["run"] = len(runs)
-                        pool += r.preselected
-                        desc = {"stage": si, "kind": st.kind, "scale": scale, "start": start,
-                                "temperature": temp, **r.summary()}
-                        runs.append(desc)
-                        grades.append(r.max_grade)
-                        note = ("stopped: grade > gamma_up" if r.stopped else
-                                f"exploded: {r.exploded}" if r.exploded else "completed")
-                        self.log(f"iteration {k}: {st.kind} scale={scale} start={start}"
-                                 + (f" T={temp} K" if temp is not None else "")
-                                 + f": max grade {r.max_grade:.3g}, preselected {len(r.preselected)}, {note}")
+        for r, (si, st, scale, start, temp) in enumerate(self.simulation_plan()):
+            # every run has its own random stream and its own files: a killed phase
+            # resumes at the first unfinished run and ends as an uninterrupted one
+            r_images, r_info = runs_dir / f"run_{r:04d}.extxyz", runs_dir / f"run_{r:04d}.json"
+            if r_images.exists() and r_info.exists():
+                pre, desc = read_images(r_images), json.loads(r_info.read_text())
+            else:
+                pre, desc = self.simulate_one(r, k, calc, pot, mmax, si, st, scale, start, temp)
+                write_images(r_images, pre)
+                write_json(r_info, desc)
+            pool += pre
+            runs.append(desc)
+            grades.append(desc["max_grade"])
         info = {"runs": runs, "max_grades": grades, "n_preselected": len(pool)}
         write_images(pool_path, pool)
         write_json(info_path, info)
         return pool, info
+
+    def simulation_plan(self) -> list[tuple]:
+        """Every simulation of an iteration: (stage index, stage, scale, start, temperature)."""
+        plan = []
+        for si, st in enumerate(self.cfg.stages):
+            for scale in st.scales:
+                for start in st.starts:
+                    for temp in (st.temperatures if st.kind == "md" else [None]):
+                        plan.append((si, st, scale, start, temp))
+        return plan
+
+    def simulate_one(self, r: int, k: int, calc, pot, mmax: dict, si: int, st: StageConfig, scale: float,
+                     start: str, temp) -> tuple[list[Atoms], dict]:
+        """Simulation ``r`` of iteration ``k``; returns its preselected configurations and summary."""
+        from .simulate import two_stage
+
+        rng = np.random.default_rng([self.cfg.seed, k, r])
+        a = with_state(prototype_cell(self.cfg.system, scale), self.cfg.system, start, seed=int(rng.integers(1 << 31)))
+        if st.kind == "md":
+            kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs, thermostat=st.thermostat,
+                      seed=int(rng.integers(1 << 31)))
+        else:
+            random_strain(a, rng, st.strain)
+            a.positions += rng.normal(0.0, st.displacement, a.positions.shape)
+            kw = dict(fmax=st.fmax, steps=st.steps, cell=st.cell) if st.kind == "relax" else {}
+        if st.kind == "moments":
+            random_moment_start(a, rng, st.moment_range, mmax)
+        opts = {"frozen": list(st.frozen)} if st.frozen else {}
+        res = two_stage(a, calc, stage2="none" if st.kind == "moments" else st.kind,
+                        stage1=default_thresholds("moments", None, st.gamma_up),
+                        stage2_thresholds=default_thresholds(st.kind, st.gamma_low, st.gamma_up),
+                        equilibrate=st.equilibrate or st.kind == "moments", stage1_options=opts,
+                        min_distance=0.75 * pot.min_dist, **kw)
+        pre = [_plain(p) for p in res.preselected]
+        for p in pre:
+            p.info["run"] = r
+        desc = {"stage": si, "kind": st.kind, "scale": scale, "start": start, "temperature": temp, **res.summary()}
+        note = ("stopped: grade > gamma_up" if res.stopped else
+                f"exploded: {res.exploded}" if res.exploded else "completed")
+        self.log(f"iteration {k}: {st.kind} scale={scale} start={start}"
+                 + (f" T={temp} K" if temp is not None else "")
+                 + f": max grade {res.max_grade:.3g}, preselected {len(pre)}, {note}")
+        return pre, desc
 
     def select(self, k: int, aset, pool: list[Atoms]) -> list[Atoms]:
         path = self.iter_dir(k) / "selected.extxyz"

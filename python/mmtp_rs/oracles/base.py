@@ -223,6 +223,15 @@ def run_job(oracle: "Oracle", payload: dict[str, Any], directory: str) -> dict[s
     """
     job_dir = Path(directory)
     job_dir.mkdir(parents=True, exist_ok=True)
+    # earlier runs of this job (killed, or failed and retried) stay in its history
+    prev = read_record(job_dir)
+    history = []
+    if prev is not None:
+        history = list(prev.get("history") or [])
+        history.append({
+            "status": "interrupted" if prev.get("status") == "running" else prev.get("status"),
+            **{k: prev.get(k) for k in ("started", "finished", "host", "pid", "reason", "attempts")},
+        })
     record = dict(payload)
     record.update(
         status="running",
@@ -230,6 +239,7 @@ def run_job(oracle: "Oracle", payload: dict[str, Any], directory: str) -> dict[s
         host=socket.gethostname(),
         pid=os.getpid(),
         attempts=[],
+        history=history,
         output=None,
         reason=None,
     )

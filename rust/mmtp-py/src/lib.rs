@@ -14,15 +14,32 @@ use pyo3::types::PyDict;
 mod maxvol_py;
 
 create_exception!(_core, MMTPError, PyValueError, "Invalid input to an mMTP computation.");
+create_exception!(_core, ShapeError, MMTPError, "An input array or table has the wrong size.");
+create_exception!(_core, InvalidValueError, MMTPError, "A value is NaN, infinite or out of its allowed range.");
+create_exception!(_core, GeometryError, MMTPError,
+                  "The geometry cannot be evaluated (coinciding atoms, degenerate or absurd cell).");
+create_exception!(_core, PotentialError, MMTPError, "The potential definition is inconsistent.");
 
+/// Each core error variant becomes its own Python exception, all subclasses of MMTPError.
 fn to_py(e: MmtpError) -> PyErr {
-    MMTPError::new_err(e.to_string())
+    let msg = e.to_string();
+    match e {
+        MmtpError::Shape(_) => ShapeError::new_err(msg),
+        MmtpError::Value(_) => InvalidValueError::new_err(msg),
+        MmtpError::Geometry(_) => GeometryError::new_err(msg),
+        MmtpError::Potential(_) => PotentialError::new_err(msg),
+    }
+}
+
+/// The same exception class as ``e`` with ``prefix: `` in front of its message.
+fn with_context(py: Python<'_>, e: PyErr, prefix: &str) -> PyErr {
+    PyErr::from_type(e.get_type(py), format!("{prefix}: {}", e.value(py)))
 }
 
 fn mat3(a: &PyReadonlyArray2<f64>, what: &str) -> PyResult<[[f64; 3]; 3]> {
     let v = a.as_array();
     if v.shape() != [3, 3] {
-        return Err(MMTPError::new_err(format!("{what} must have shape (3, 3), got {:?}", v.shape())));
+        return Err(ShapeError::new_err(format!("{what} must have shape (3, 3), got {:?}", v.shape())));
     }
     let mut m = [[0.0; 3]; 3];
     for r in 0..3 {
@@ -36,7 +53,7 @@ fn mat3(a: &PyReadonlyArray2<f64>, what: &str) -> PyResult<[[f64; 3]; 3]> {
 fn rows3(a: &PyReadonlyArray2<f64>, what: &str) -> PyResult<Vec<[f64; 3]>> {
     let v = a.as_array();
     if v.ndim() != 2 || v.shape()[1] != 3 {
-        return Err(MMTPError::new_err(format!("{what} must have shape (N, 3), got {:?}", v.shape())));
+        return Err(ShapeError::new_err(format!("{what} must have shape (N, 3), got {:?}", v.shape())));
     }
     Ok(v.rows().into_iter().map(|r| [r[0], r[1], r[2]]).collect())
 }
@@ -54,7 +71,7 @@ fn make_config(
     let mut tv = Vec::with_capacity(t.len());
     for (i, &x) in t.iter().enumerate() {
         if x < 0 {
-            return Err(MMTPError::new_err(format!("atom {i} has a negative species index {x}")));
+            return Err(InvalidValueError::new_err(format!("atom {i} has a negative species index {x}")));
         }
         tv.push(x as usize);
     }
@@ -77,7 +94,7 @@ fn make_configs<'py>(py: Python<'py>, configs: Vec<PyConfig<'py>>) -> PyResult<V
         .enumerate()
         .map(|(k, (c, p, x, t, m))| {
             make_config(c, p, x, t, m)
-                .map_err(|e| MMTPError::new_err(format!("configuration {k}: {}", e.value(py))))
+                .map_err(|e| with_context(py, e, &format!("configuration {k}")))
         })
         .collect()
 }
@@ -228,7 +245,7 @@ impl CorePotential {
         let np = pot.n_params();
         let mut res = Vec::with_capacity(outs.len());
         for (k, (o, cfg)) in outs.into_iter().zip(&cfgs).enumerate() {
-            let (o, rows) = o.map_err(|e| MMTPError::new_err(format!("configuration {k}: {e}")))?;
+            let (o, rows) = o.map_err(|e| with_context(py, to_py(e), &format!("configuration {k}")))?;
             let d = output_dict(py, o, forces)?;
             if let Some(rows) = rows {
                 d.set_item("site_param_gradient", PyArray1::from_vec(py, rows).reshape([cfg.positions.len(), np])?)?;
@@ -264,7 +281,7 @@ impl CorePotential {
         let (we, wf, ws, wt) = weights;
         for (name, v) in [("w_e", we), ("w_f", wf), ("w_s", ws), ("w_t", wt)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(MMTPError::new_err(format!("weight {name} must be finite and >= 0, got {v}")));
+                return Err(InvalidValueError::new_err(format!("weight {name} must be finite and >= 0, got {v}")));
             }
         }
         let w = LossWeights { energy: we, forces: wf, stress: ws, magnetic: wt, energy_per_atom };
@@ -314,16 +331,16 @@ impl CoreDataset {
         let mut labs = Vec::with_capacity(labels.len());
         for (k, (e, f, s, t)) in labels.into_iter().enumerate() {
             let forces = match f {
-                Some(f) => Some(rows3(&f, "reference forces").map_err(|e| {
-                    MMTPError::new_err(format!("configuration {k}: {}", e.value(py)))
-                })?),
+                Some(f) => Some(
+                    rows3(&f, "reference forces").map_err(|e| with_context(py, e, &format!("configuration {k}")))?,
+                ),
                 None => None,
             };
             let stress = match s {
                 Some(s) => {
                     let v = s.as_array();
                     if v.len() != 6 {
-                        return Err(MMTPError::new_err(format!(
+                        return Err(ShapeError::new_err(format!(
                             "configuration {k}: reference stress must have 6 Voigt components, got {}",
                             v.len()
                         )));
@@ -387,7 +404,7 @@ fn neighbor_list<'py>(
 /// Basis tables of an MTP level: dict with basic, times, n_moments, scalars, n_radial.
 #[pyfunction]
 fn generate_basis<'py>(py: Python<'py>, level: usize) -> PyResult<Bound<'py, PyDict>> {
-    let t = mmtp_core::basis_gen::generate(level).map_err(MMTPError::new_err)?;
+    let t = mmtp_core::basis_gen::generate(level).map_err(InvalidValueError::new_err)?;
     let d = PyDict::new(py);
     d.set_item("basic", t.basic.clone())?;
     let times: Vec<(usize, usize, f64, usize)> = t.times.iter().map(|&(i, j, m, k)| (i, j, m as f64, k)).collect();
@@ -424,6 +441,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_basis, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("MMTPError", m.py().get_type::<MMTPError>())?;
+    m.add("ShapeError", m.py().get_type::<ShapeError>())?;
+    m.add("InvalidValueError", m.py().get_type::<InvalidValueError>())?;
+    m.add("GeometryError", m.py().get_type::<GeometryError>())?;
+    m.add("PotentialError", m.py().get_type::<PotentialError>())?;
     let _ = model::Tables::n_radial; // keep the model module linked in docs
     Ok(())
 }

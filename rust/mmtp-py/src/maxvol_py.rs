@@ -2,7 +2,7 @@
 //! `mmtp_rs._core.ActiveMatrix`. Inputs are checked and copied here; maxvol and
 //! grading run with the GIL released in the core's thread pool.
 
-use crate::{to_py, MMTPError};
+use crate::{to_py, InvalidValueError, ShapeError};
 use mmtp_core::maxvol::{ActiveMatrix, MaxvolOptions};
 use mmtp_core::threads;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 fn rows_of(b: &PyReadonlyArray2<f64>, m: usize, what: &str) -> PyResult<(Vec<f64>, usize)> {
     let v = b.as_array();
     if v.shape()[1] != m {
-        return Err(MMTPError::new_err(format!(
+        return Err(ShapeError::new_err(format!(
             "{what} must have shape (K, {m}), got {:?}",
             v.shape()
         )));
@@ -53,7 +53,7 @@ impl PyActiveMatrix {
         let v = a.as_array();
         let m = v.shape()[0];
         if v.shape()[1] != m {
-            return Err(MMTPError::new_err(format!("A must be square, got shape {:?}", v.shape())));
+            return Err(ShapeError::new_err(format!("A must be square, got shape {:?}", v.shape())));
         }
         let data: Vec<f64> = v.iter().copied().collect();
         let ids = ids.as_array().to_vec();
@@ -102,7 +102,7 @@ impl PyActiveMatrix {
     #[setter]
     fn set_refresh_tol(&mut self, v: f64) -> PyResult<()> {
         if v.is_nan() || v < 0.0 {
-            return Err(MMTPError::new_err(format!("refresh_tol must be >= 0, got {v}")));
+            return Err(InvalidValueError::new_err(format!("refresh_tol must be >= 0, got {v}")));
         }
         self.inner.refresh_tol = v;
         Ok(())
@@ -190,24 +190,28 @@ impl PyActiveMatrix {
 
     /// Replace row j by ``row`` (id ``id``) with a Sherman-Morrison update;
     /// returns (c_j, refreshed): |det A| is multiplied by |c_j|.
-    fn swap(&mut self, j: usize, row: PyReadonlyArray1<f64>, id: i64) -> PyResult<(f64, bool)> {
+    fn swap(&mut self, py: Python<'_>, j: usize, row: PyReadonlyArray1<f64>, id: i64) -> PyResult<(f64, bool)> {
         let r = row.as_array().to_vec();
-        self.inner.swap(j, &r, id).map_err(to_py)
+        let inner = &mut self.inner;
+        py.detach(|| threads::install(|| inner.swap(j, &r, id))).map_err(to_py)
     }
 
     /// log |det A| from a fresh LU factorisation.
-    fn log_abs_det(&self) -> PyResult<f64> {
-        self.inner.log_abs_det().map_err(to_py)
+    fn log_abs_det(&self, py: Python<'_>) -> PyResult<f64> {
+        let inner = &self.inner;
+        py.detach(|| threads::install(|| inner.log_abs_det())).map_err(to_py)
     }
 
     /// Relative error of the running inverse, |X (A p) - p| / |p| for a fixed probe p.
-    fn inverse_error(&self) -> f64 {
-        self.inner.inverse_error()
+    fn inverse_error(&self, py: Python<'_>) -> f64 {
+        let inner = &self.inner;
+        py.detach(|| inner.inverse_error())
     }
 
     /// Re-invert A from scratch.
-    fn refresh(&mut self) -> PyResult<()> {
-        self.inner.refresh().map_err(to_py)
+    fn refresh(&mut self, py: Python<'_>) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| threads::install(|| inner.refresh())).map_err(to_py)
     }
 
     /// An independent copy.
