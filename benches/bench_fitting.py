@@ -50,7 +50,7 @@ def peak_rss_mib() -> float:
 def make_data(n: int, seed: int = 0):
     from ase.build import bulk
 
-    from mmtp_rs.labels import attach_labels
+    from mmtp_rs.io.labels import attach_labels
     from mmtp_rs.oracles.reference import ReferenceModel
 
     model = ReferenceModel.preset("CrN")
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     n_motep = args.motep_configs or (5 if args.quick else 20)
 
     import mmtp_rs
-    from mmtp_rs.data import Dataset
+    from mmtp_rs.fitting.data import Dataset
 
     res: dict = {"benchmark": "fitting", "python": platform.python_version(), "machine": platform.machine(),
                  "threads": mmtp_rs.get_num_threads(), "n_configs": n, "atoms_per_config": 64}

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(config: Path) -> dict:
     from mmtp_rs import get_num_threads
-    from mmtp_rs.learn import LearnConfig, Learner
+    from mmtp_rs.loop.config import LearnConfig
+    from mmtp_rs.loop.learner import Learner
 
     cfg = LearnConfig.from_toml(config)
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
-    from mmtp_rs.properties import run_report
+    from mmtp_rs.properties.report import run_report
 
     max_steps = args.max_steps or (20 if args.calculator == "mtp" else 300)
     cfg = config(args.calculator, args.k, max_steps)

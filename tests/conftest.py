@@ -20,7 +20,8 @@ EXAMPLE_MAIN_JOB = ROOT / "examples" / "learn_crn_reference.toml"
 @pytest.fixture(scope="session")
 def main_job_state(tmp_path_factory):
     """State directory of the README main job, run once per test session."""
-    from mmtp_rs.learn import LearnConfig, Learner
+    from mmtp_rs.loop.config import LearnConfig
+    from mmtp_rs.loop.learner import Learner
 
     cfg = LearnConfig.from_toml(EXAMPLE_MAIN_JOB)
     state = tmp_path_factory.mktemp("main_job") / "state"
@@ -35,7 +36,7 @@ def main_job(main_job_state):
     import json
 
     from mmtp_rs import Potential
-    from mmtp_rs.learn import LearnConfig
+    from mmtp_rs.loop.config import LearnConfig
 
     cfg = LearnConfig.from_toml(EXAMPLE_MAIN_JOB)
     k = json.loads((main_job_state / "summary.json").read_text())["final_iteration"]

@@ -14,14 +14,8 @@ import pytest
 from ase import Atoms
 from ase.units import Bohr
 
-from mmtp_rs.labels import read_labels
-from mmtp_rs.oracles import (
-    AbinitOracle,
-    OracleSetupError,
-    default_process_pool,
-    parse_abinit_output,
-    read_record,
-)
+from mmtp_rs.io.labels import read_labels
+from mmtp_rs.oracles import AbinitOracle, OracleSetupError, default_process_pool, parse_abinit_output, read_record
 from mmtp_rs.oracles.abinit import DEFAULT_PSP_DIR, read_pseudo_header
 
 HAVE_ABINIT = shutil.which("abinit") is not None

@@ -370,7 +370,7 @@ def test_level16_crn_active_set_handles_dependent_basis(mlip3_dir):
 
 def test_cli_select_and_grade(tmp_path, pot, train, capsys):
     from mmtp_rs import cli
-    from mmtp_rs.cfg import read_cfg, write_cfg
+    from mmtp_rs.io.cfg import read_cfg, write_cfg
 
     pfile = tmp_path / "pot.json"
     pot.save(pfile)

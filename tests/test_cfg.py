@@ -1,4 +1,4 @@
-"""Tests of the MLIP ``.cfg`` reader and writer (``mmtp_rs.cfg``)."""
+"""Tests of the MLIP ``.cfg`` reader and writer (``mmtp_rs.io.cfg``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mmtp_rs.cfg import CfgFormatError, cell_volume, read_cfg, write_cfg
+from mmtp_rs.io.cfg import CfgFormatError, cell_volume, read_cfg, write_cfg
 
 # --------------------------------------------------------------------------- #
 # Helpers

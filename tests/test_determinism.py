@@ -10,8 +10,8 @@ from ase.build import bulk
 from ase.io import write
 
 import mmtp_rs
-from mmtp_rs.data import Dataset
-from mmtp_rs.fitting import Weights, fit
+from mmtp_rs.fitting.data import Dataset
+from mmtp_rs.fitting.optimize import Weights, fit
 from mmtp_rs.oracles.reference import ReferenceModel
 from test_fitting import crn_configs, label_with, small_pot
 
@@ -78,7 +78,7 @@ def test_short_fit_is_bit_identical_at_one_and_two_threads(threads):
 
 
 def test_cli_train_twice_gives_byte_identical_potentials(tmp_path, threads):
-    from mmtp_rs.cli import parse_args
+    from mmtp_rs.cli.main import parse_args
 
     imgs = label_with(ReferenceModel.preset("CrN"), crn_configs(8, seed=6))
     write(tmp_path / "train.xyz", imgs, format="extxyz")

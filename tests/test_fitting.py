@@ -12,12 +12,12 @@ from ase.build import bulk
 from ase.io import write
 
 import mmtp_rs
-from mmtp_rs.data import Dataset, DatasetError
-from mmtp_rs.ensemble import EnsembleCalculator, train_ensemble
-from mmtp_rs.fitting import Objective, Weights, auto_max_moment, auto_min_dist, fit, make_potential, solve_linear
-from mmtp_rs.labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS, attach_labels
+from mmtp_rs.fitting.data import Dataset, DatasetError
+from mmtp_rs.fitting.ensemble import EnsembleCalculator, train_ensemble
+from mmtp_rs.fitting.optimize import Objective, Weights, auto_max_moment, auto_min_dist, fit, make_potential, solve_linear
+from mmtp_rs.io.labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS, attach_labels
 from mmtp_rs.oracles.reference import ReferenceModel
-from mmtp_rs.report import error_report, to_markdown
+from mmtp_rs.fitting.report import error_report, to_markdown
 
 SPECIES = ["N", "Cr"]
 
@@ -223,7 +223,7 @@ def test_dataset_files_split_and_auto_hyperparameters(tmp_path):
 
 
 def test_cli_train_end_to_end_and_resume(tmp_path):
-    from mmtp_rs.cli import parse_args
+    from mmtp_rs.cli.main import parse_args
 
     imgs = label_with(ReferenceModel.preset("CrN"), crn_configs(8, seed=6))
     write(tmp_path / "train.xyz", imgs, format="extxyz")

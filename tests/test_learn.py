@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmtp_rs.learn import ConfigError, LearnConfig, Learner
+from mmtp_rs.loop.config import ConfigError, LearnConfig
+from mmtp_rs.loop.learner import Learner
 from mmtp_rs.oracles.base import OracleError, read_record
 from mmtp_rs.oracles.reference import ReferenceOracle
 
@@ -175,7 +176,7 @@ def test_bad_configuration_files_give_clear_errors(tmp_path, text, match):
 
 
 def test_cli_runs_the_loop(tmp_path, monkeypatch):
-    from mmtp_rs.cli import main
+    from mmtp_rs.cli.main import main
 
     p = tmp_path / "cfg.toml"
     p.write_text(TINY.replace("max_iterations = 8", "max_iterations = 1"))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmtp_rs.learn import LearnConfig, Learner
+from mmtp_rs.loop.config import LearnConfig
+from mmtp_rs.loop.learner import Learner
 from mmtp_rs.oracles.base import read_record
 
 pytestmark = pytest.mark.abinit

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import mmtp_rs
 from mmtp_rs import MMTPCalculator, MMTPError, Potential
-from mmtp_rs.mtpfile import MtpFormatError
+from mmtp_rs.io.mtpfile import MtpFormatError
 
 SYMBOLS = ["Fe", "Al", "Cr"]
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,7 +236,7 @@ def test_neighbor_list_matches_brute_force_on_skewed_cells(seed, pbc, n, rc):
 @pytest.mark.parametrize("level,count", [(2, 1), (4, 2), (6, 5), (8, 9), (10, 16), (12, 29), (14, 52), (16, 92),
                                          (18, 163), (20, 288), (22, 500), (24, 864), (26, 1464), (28, 2445)])
 def test_basis_counts_match_published(level, count):
-    from mmtp_rs.potential import basis_tables
+    from mmtp_rs.model.potential import basis_tables
     assert len(basis_tables(level)[3]) == count
 
 

@@ -17,14 +17,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from mmtp_rs.labels import REF_ENERGY, attach_labels, read_labels
-from mmtp_rs.oracles import (
-    OracleOutput,
-    ReferenceModel,
-    ReferenceOracle,
-    default_process_pool,
-    read_record,
-)
+from mmtp_rs.io.labels import REF_ENERGY, attach_labels, read_labels
+from mmtp_rs.oracles import OracleOutput, ReferenceModel, ReferenceOracle, default_process_pool, read_record
 
 
 def batch(n=6, seed=0):

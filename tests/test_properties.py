@@ -16,12 +16,14 @@ import pytest
 from ase.build import bulk
 from ase.calculators.calculator import all_changes
 
-from mmtp_rs.magnetic import (antiferromagnetic, equilibrate_moments, ferromagnetic, random_collinear,
-                              random_states)
+from mmtp_rs.magnetism.states import antiferromagnetic, ferromagnetic, random_collinear, random_states
+from mmtp_rs.magnetism.stage1 import equilibrate_moments
 from mmtp_rs.oracles.reference import ReferenceCalculator
-from mmtp_rs.paramagnetic import ParamagneticCalculator, convergence
-from mmtp_rs.properties import (EV_A3_TO_GPA, MagneticSetup, born_stability, cubic_constants,
-                                elastic_constants, phonons, voigt_strain)
+from mmtp_rs.magnetism.paramagnetic import ParamagneticCalculator, convergence
+from mmtp_rs.units import EV_A3_TO_GPA
+from mmtp_rs.properties.setup import MagneticSetup
+from mmtp_rs.properties.elastic import born_stability, cubic_constants, elastic_constants, voigt_strain
+from mmtp_rs.properties.phonons import phonons
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 MOM = {"Cr": 2.5}
@@ -190,7 +192,7 @@ def test_phonons_of_stable_states_are_real(calc, kind):
 
 # ------------------------------------------------------------------ command line
 def test_cli_report(tmp_path):
-    from mmtp_rs.cli import parse_args, run
+    from mmtp_rs.cli.main import parse_args, run
 
     cfg = tmp_path / "p.toml"
     cfg.write_text("""

@@ -6,8 +6,7 @@ import pytest
 from ase.build import bulk
 
 from mmtp_rs.oracles.reference import ReferenceCalculator
-from mmtp_rs.simulate import (ExtrapolationStop, GradeWatcher, Thresholds, equilibrate_watched, relax, run_md,
-                              two_stage)
+from mmtp_rs.simulate import ExtrapolationStop, GradeWatcher, Thresholds, equilibrate_watched, relax, run_md, two_stage
 
 
 def crn(seed=0, rattle=0.03):

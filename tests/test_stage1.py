@@ -10,11 +10,13 @@ import pytest
 from ase.build import bulk
 
 from mmtp_rs import MMTPCalculator, Potential
-from mmtp_rs.learn import LearnConfig, initial_training_set, random_moment_start, species_max_moment
-from mmtp_rs.magnetic import SIGN_THRESHOLD, equilibrate_moments, moment_bounds, state_moments
+from mmtp_rs.loop.config import LearnConfig
+from mmtp_rs.loop.structures import initial_training_set, random_moment_start, species_max_moment
+from mmtp_rs.magnetism.stage1 import SIGN_THRESHOLD, equilibrate_moments, moment_bounds
+from mmtp_rs.magnetism.states import state_moments
 from mmtp_rs.oracles.reference import ReferenceCalculator, ReferenceModel
-from mmtp_rs.paramagnetic import ParamagneticCalculator
-from mmtp_rs.properties import MagneticSetup
+from mmtp_rs.magnetism.paramagnetic import ParamagneticCalculator
+from mmtp_rs.properties.setup import MagneticSetup
 from mmtp_rs.simulate import Thresholds, two_stage
 
 

@@ -14,9 +14,10 @@ learn report's own validation, so this is a held-out check. On main a57adc1
 import pytest
 
 from mmtp_rs import MMTPCalculator
-from mmtp_rs.learn import SystemConfig, prototype_cell
+from mmtp_rs.loop.config import SystemConfig
+from mmtp_rs.loop.structures import prototype_cell
 from mmtp_rs.oracles.reference import ReferenceCalculator
-from mmtp_rs.validate import ValidationOptions, validate
+from mmtp_rs.properties.validation import ValidationOptions, validate
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from mmtp_rs import Potential
-from mmtp_rs.cli import main
-from mmtp_rs.learn import ConfigError, LearnConfig, SystemConfig, prototype_cell
+from mmtp_rs.cli.main import main
+from mmtp_rs.loop.config import ConfigError, LearnConfig, SystemConfig
+from mmtp_rs.loop.structures import prototype_cell
 from mmtp_rs.oracles.reference import ReferenceCalculator
-from mmtp_rs.validate import ValidationOptions, validate
+from mmtp_rs.properties.validation import ValidationOptions, validate
 
 CFG = """
 name = "v"
@@ -75,7 +76,7 @@ def test_bad_validate_entries_are_rejected_at_load(tmp_path):
 
 
 def test_oracle_calculator_runs_jobs_once_and_equals_the_model(tmp_path):
-    from mmtp_rs.magnetic import equilibrate_moments
+    from mmtp_rs.magnetism.stage1 import equilibrate_moments
     from mmtp_rs.oracles.calculator import OracleCalculator
     from mmtp_rs.oracles.reference import ReferenceOracle
 

@@ -3,12 +3,22 @@
 The compiled core (``mmtp_rs._core``) is loaded on first use of one of the
 names that need it, so the pure-Python parts (oracles, file readers) can be
 imported on their own.
+
+Layout: ``model/`` (potential, ASE calculator), ``io/`` (MLIP-3 .mtp and .cfg,
+exact extxyz, labels, atomic writes), ``fitting/`` (datasets, objective and
+optimiser, reports, ensembles), ``magnetism/`` (magnetic states, stage 1,
+paramagnetic average), ``active.py`` (maxvol active set, grades),
+``simulate.py`` (two-stage simulation), ``loop/`` (the learning loop: config,
+structures, learner, report), ``properties/`` (setup, elastic, phonons, QHA,
+report, validation), ``oracles/`` (reference model, ABINIT), ``cli/`` (one
+module per command), ``config.py`` (the config schema), ``units.py``.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+
 
 # The package's heavy work runs in Rust (rayon threads); numpy/scipy only see
 # 3x3 cells and small dense systems, where multithreaded OpenBLAS busy-waits
@@ -22,23 +32,29 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Potential": "mmtp_rs.potential",
-    "MMTPCalculator": "mmtp_rs.calculator",
-    "set_num_threads": "mmtp_rs.potential",
-    "get_num_threads": "mmtp_rs.potential",
-    "MMTPError": "mmtp_rs.potential",
-    "MtpFormatError": "mmtp_rs.mtpfile",
-    "CfgFormatError": "mmtp_rs.cfg",
-    "DatasetError": "mmtp_rs.data",
-    "read_cfg": "mmtp_rs.cfg",
-    "write_cfg": "mmtp_rs.cfg",
-    "Dataset": "mmtp_rs.data",
-    "fit": "mmtp_rs.fitting",
+    "Potential": "mmtp_rs.model.potential",
+    "MMTPCalculator": "mmtp_rs.model.calculator",
+    "set_num_threads": "mmtp_rs.model.potential",
+    "get_num_threads": "mmtp_rs.model.potential",
+    "MMTPError": "mmtp_rs.model.potential",
+    "ShapeError": "mmtp_rs.model.potential",
+    "InvalidValueError": "mmtp_rs.model.potential",
+    "GeometryError": "mmtp_rs.model.potential",
+    "PotentialError": "mmtp_rs.model.potential",
+    "MtpFormatError": "mmtp_rs.io.mtpfile",
+    "CfgFormatError": "mmtp_rs.io.cfg",
+    "DatasetError": "mmtp_rs.fitting.data",
+    "read_cfg": "mmtp_rs.io.cfg",
+    "write_cfg": "mmtp_rs.io.cfg",
+    "Dataset": "mmtp_rs.fitting.data",
+    "fit": "mmtp_rs.fitting.optimize",
     "ActiveSet": "mmtp_rs.active",
     "GradingCalculator": "mmtp_rs.active",
-    "ParamagneticCalculator": "mmtp_rs.paramagnetic",
+    "equilibrate_moments": "mmtp_rs.magnetism.stage1",
+    "ParamagneticCalculator": "mmtp_rs.magnetism.paramagnetic",
     "ReferenceOracle": "mmtp_rs.oracles",
     "AbinitOracle": "mmtp_rs.oracles",
+    "ConfigError": "mmtp_rs.config",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

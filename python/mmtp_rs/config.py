@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+
 __all__ = ["ConfigError", "Key", "REQUIRED", "read_toml", "check_table", "MODEL", "FIT", "STRUCTURE",
            "check_species_map"]
 
@@ -221,7 +222,7 @@ def check_fit(raw: Any, where: str) -> dict:
 
 
 def fit_arguments(fit: Mapping[str, Any]) -> dict:
-    """Keyword arguments of :func:`mmtp_rs.fitting.fit` from a checked ``[fit]`` table."""
+    """Keyword arguments of :func:`mmtp_rs.fitting.optimize.fit` from a checked ``[fit]`` table."""
     f = dict(fit)
     f.pop("valid_fraction", None)
     f["patience"] = None if f["patience"] == 0 else f["patience"]
@@ -230,7 +231,7 @@ def fit_arguments(fit: Mapping[str, Any]) -> dict:
 
 
 def model_arguments(model: Mapping[str, Any]) -> dict:
-    """Keyword arguments of :func:`mmtp_rs.fitting.make_potential` from a checked ``[model]`` table."""
+    """Keyword arguments of :func:`mmtp_rs.fitting.optimize.make_potential` from a checked ``[model]`` table."""
     return {k: v for k, v in model.items() if k != "init"}
 
 

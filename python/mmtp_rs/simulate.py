@@ -2,7 +2,7 @@
 watched at every step.
 
 Stage 1 equilibrates the moments at fixed positions and cell (the package's
-one stage 1, :func:`mmtp_rs.magnetic.equilibrate_moments`). Stage 2 keeps the moments
+one stage 1, :func:`mmtp_rs.magnetism.stage1.equilibrate_moments`). Stage 2 keeps the moments
 fixed and relaxes positions and cell, or runs NVT molecular dynamics. Every
 configuration visited is graded: ``gamma_low <= gamma <= gamma_up`` -> it is
 preselected and the simulation goes on; ``gamma > gamma_up`` -> it is
@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 from ase import Atoms, units
+
 
 __all__ = [
     "Thresholds",
@@ -141,10 +142,10 @@ def _check_finite(atoms: Atoms, what: str) -> None:
 
 
 def equilibrate_watched(atoms: Atoms, watcher: GradeWatcher | None = None, **kwargs) -> np.ndarray:
-    """Stage 1 with the grade watched: :func:`mmtp_rs.magnetic.equilibrate_moments`
+    """Stage 1 with the grade watched: :func:`mmtp_rs.magnetism.stage1.equilibrate_moments`
     (its rule and defaults; keyword arguments go to it) on ``atoms.calc``, grading
     every moment state visited. Leaves the final moments in ``atoms`` and returns them."""
-    from .magnetic import equilibrate_moments
+    from mmtp_rs.magnetism.stage1 import equilibrate_moments
 
     if atoms.calc is None:
         raise ValueError("stage 1 needs atoms with a calculator")
@@ -268,13 +269,13 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
     (4, 10) for MD. Extra keyword arguments go to :func:`relax` or
     :func:`run_md`. The simulation stops cleanly on a grade above gamma_up,
     and on an explosion (overlapping atoms, non-finite values), keeping what
-    was preselected before. Stage 1 is :func:`mmtp_rs.magnetic.equilibrate_moments`
+    was preselected before. Stage 1 is :func:`mmtp_rs.magnetism.stage1.equilibrate_moments`
     with its defaults (every moment free inside the potential's M_max, signs of
     moments >= 0.5 μB kept); ``stage1_options`` passes explicit choices to it
     (``frozen``, ``max_abs``, ``tol``, ...). Configurations with atoms closer than
     ``min_distance`` are not preselected (counted as rejected).
     """
-    from .potential import MMTPError
+    from mmtp_rs.model.potential import MMTPError
 
     if stage2 not in ("relax", "md", "none"):
         raise ValueError(f"stage2 must be 'relax', 'md' or 'none' (stage 1 only), got {stage2!r}")

@@ -4,6 +4,7 @@
 common interface; see ``docs/oracles.md``.
 """
 
+from mmtp_rs.oracles.abinit import AbinitOracle, AbinitResult, parse_abinit_output, write_abinit_input
 from mmtp_rs.oracles.base import (
     Failure,
     LabelResult,
@@ -16,13 +17,8 @@ from mmtp_rs.oracles.base import (
     default_process_pool,
     read_record,
 )
-from mmtp_rs.oracles.reference import (
-    PRESETS,
-    ReferenceCalculator,
-    ReferenceModel,
-    ReferenceOracle,
-)
-from mmtp_rs.oracles.abinit import AbinitOracle, AbinitResult, parse_abinit_output, write_abinit_input
+from mmtp_rs.oracles.reference import PRESETS, ReferenceCalculator, ReferenceModel, ReferenceOracle
+
 
 __all__ = [
     "AbinitOracle",

@@ -29,13 +29,8 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from ase.units import Bohr, Hartree
 
-from mmtp_rs.oracles.base import (
-    Oracle,
-    OracleError,
-    OracleOutput,
-    OracleSetupError,
-    OracleTimeout,
-)
+from mmtp_rs.oracles.base import Oracle, OracleError, OracleOutput, OracleSetupError, OracleTimeout
+
 
 __all__ = [
     "AbinitOracle",

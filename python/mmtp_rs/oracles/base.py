@@ -31,8 +31,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
-from mmtp_rs._atomic import atomic_write_json
-from mmtp_rs.labels import attach_labels
+from mmtp_rs.io.atomic import atomic_write_json
+from mmtp_rs.io.labels import attach_labels
+
 
 __all__ = [
     "Oracle",

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from .base import Oracle, OracleError
+from mmtp_rs.oracles.base import Oracle, OracleError
+
 
 __all__ = ["OracleCalculator", "oracle_calculator"]
 
@@ -73,13 +74,13 @@ def oracle_calculator(spec: dict[str, Any], workdir: str | Path | None = None, e
     o = dict(spec)
     kind = o.pop("kind", "reference")
     if kind == "reference":
-        from .reference import ReferenceCalculator
+        from mmtp_rs.oracles.reference import ReferenceCalculator
 
         o.pop("delay", None)
         o.pop("max_attempts", None)
         return ReferenceCalculator(o.pop("preset", "CrN"), relax_moments=bool(o.pop("relax_moments", False)))
     if kind == "abinit":
-        from .abinit import AbinitOracle
+        from mmtp_rs.oracles.abinit import AbinitOracle
 
         if workdir is None:
             raise ValueError("an ABINIT oracle calculator needs a work directory for its jobs")

@@ -36,6 +36,7 @@ from ase.neighborlist import neighbor_list
 
 from mmtp_rs.oracles.base import Oracle, OracleOutput, SerialExecutor
 
+
 __all__ = [
     "ReferenceModel",
     "ReferenceCalculator",

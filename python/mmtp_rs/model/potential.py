@@ -20,12 +20,28 @@ from typing import Mapping, Sequence
 import numpy as np
 from ase.data import atomic_numbers
 
-from . import _core
-from ._atomic import atomic_write_text
-from .mtpfile import (LIMITS, MAX_CUTOFF, MAX_MULTIPLICITY, MAX_RANK, MtpData, MtpFormatError, check_int,
-                      check_real, radial_vector, read_mtp, write_mtp)
+from mmtp_rs import _core
+from mmtp_rs.io.atomic import atomic_write_text
+from mmtp_rs.io.mtpfile import (
+    LIMITS,
+    MAX_CUTOFF,
+    MAX_MULTIPLICITY,
+    MAX_RANK,
+    MtpData,
+    MtpFormatError,
+    check_int,
+    check_real,
+    radial_vector,
+    read_mtp,
+    write_mtp,
+)
+
 
 MMTPError = _core.MMTPError
+ShapeError = _core.ShapeError
+InvalidValueError = _core.InvalidValueError
+GeometryError = _core.GeometryError
+PotentialError = _core.PotentialError
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
 

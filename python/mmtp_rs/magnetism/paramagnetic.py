@@ -25,11 +25,13 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .magnetic import equilibrate_moments, magnitudes, random_states
+from mmtp_rs.magnetism.stage1 import equilibrate_moments
+from mmtp_rs.magnetism.states import magnitudes, random_states
+from mmtp_rs.units import EV_A3_TO_GPA
+
 
 __all__ = ["ParamagneticCalculator", "convergence", "batch_scatter", "plot_convergence"]
 
-EV_A3_TO_GPA = 160.21766208
 
 
 class ParamagneticCalculator(Calculator):

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset
-from .labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS
+from mmtp_rs.fitting.data import Dataset
+from mmtp_rs.io.labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS
+from mmtp_rs.units import EV_A3_TO_GPA
+
 
 __all__ = ["QUANTITIES", "predictions", "error_metrics", "error_report", "to_markdown", "parity_plots",
            "write_report"]
 
-EV_A3_TO_GPA = 160.21766208
 
 #: name -> (unit, factor from eV-based units)
 QUANTITIES = {

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
+
 __all__ = [
     "REF_ENERGY",
     "REF_FORCES",

@@ -26,320 +26,31 @@ job directories, so no label is ever computed twice.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
 
-from .data import Dataset
-from .images import read_images, write_images
-from .magnetic import SIGN_THRESHOLD
-from .simulate import DEFAULT_GAMMA_LOW, default_thresholds
-from ._atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from mmtp_rs.fitting.data import Dataset
+from mmtp_rs.io.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from mmtp_rs.io.images import read_images, write_images
+from mmtp_rs.loop.config import ConfigError, LearnConfig, StageConfig, SystemConfig, validation_options
+from mmtp_rs.loop.structures import initial_training_set, prototype_cell, random_moment_start, random_strain, with_state
+from mmtp_rs.simulate import default_thresholds
 
 
-class ConfigError(ValueError):
-    """A bad learning configuration; the message names the file and entry."""
-
-
-# --------------------------------------------------------------------------- configuration
-
-PROTOTYPES = ("rocksalt", "bcc", "b2", "fcc")
-
-
-@dataclass
-class SystemConfig:
-    prototype: str = "rocksalt"
-    symbols: list = field(default_factory=lambda: ["Cr", "N"])  # rocksalt/b2: [A, B]; bcc/fcc: [A]
-    a0: float = 4.15  # Å
-    supercell: list = field(default_factory=lambda: [2, 2, 2])  # repeats of the conventional cubic cell
-    moments: dict = field(default_factory=lambda: {"Cr": 2.4, "N": 0.0})  # μB, starting magnitudes
-
-
-@dataclass
-class StageConfig:
-    kind: str = "relax"  # "moments" (stage 1 only, from random starts), "relax" or "md"
-    gamma_low: float | None = None  # default: 2 (moments, relax), 4 (md)
-    gamma_up: float = 10.0
-    starts: list = field(default_factory=lambda: ["FM", "AFM", "random"])
-    scales: list = field(default_factory=lambda: [1.0])  # lattice-parameter factors
-    temperatures: list = field(default_factory=lambda: [300.0])  # K (md)
-    steps: int = 200  # MD steps or optimiser steps
-    timestep_fs: float = 2.0
-    thermostat: str = "langevin"
-    fmax: float = 0.01  # eV/Å (relax)
-    cell: bool = True  # relax the cell too
-    equilibrate: bool = True  # stage 1 before this stage
-    frozen: list = field(default_factory=list)  # species whose moments stage 1 holds fixed (explicit only)
-    moment_range: list = field(default_factory=lambda: [0.5, 1.0])  # moments: |m|/M_max of magnetic atoms
-    displacement: float = 0.02  # Å, std of random displacements of relax/moments starts
-    strain: float = 0.0  # max |component| of a random symmetric cell strain of relax/moments starts
-
-
-@dataclass
-class LearnConfig:
-    name: str = "mmtp-learn"
-    seed: int = 0
-    system: SystemConfig = field(default_factory=SystemConfig)
-    oracle: dict = field(default_factory=lambda: {"kind": "reference", "preset": "CrN"})
-    model: dict = field(default_factory=dict)  # make_potential arguments
-    fit: dict = field(default_factory=dict)  # fit arguments (weights, max_iter, restarts, ...)
-    initial: dict = field(default_factory=dict)
-    stages: list = field(default_factory=lambda: [StageConfig()])
-    active: dict = field(default_factory=dict)  # ActiveSet arguments (mode, tol, ...)
-    max_iterations: int = 10
-    max_selected: int = 20  # labelled configurations per iteration
-    test: dict = field(default_factory=dict)  # held-out oracle MD: n, temperatures, steps
-    executor: dict = field(default_factory=dict)  # {"kind": "process"|"serial"|"dask", "workers": n}
-    validate: dict = field(default_factory=dict)  # ValidationOptions entries (lattice in Å, ...); see validation_options
-    source: str = ""
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> "LearnConfig":
-        path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such configuration file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-        return cls.from_dict(doc, source=str(path))
-
-    @classmethod
-    def from_dict(cls, doc: dict, source: str = "<dict>") -> "LearnConfig":
-        known = {"name", "seed", "system", "oracle", "model", "fit", "initial", "stage", "active", "limits",
-                 "test", "executor", "validate"}
-        unknown = set(doc) - known
-        if unknown:
-            raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
-        cfg = cls(source=source)
-        cfg.name = str(doc.get("name", cfg.name))
-        cfg.seed = int(doc.get("seed", 0))
-        sysd = dict(doc.get("system", {}))
-        bad = set(sysd) - set(SystemConfig.__dataclass_fields__)
-        if bad:
-            raise ConfigError(f"{source}: [system] has unknown entries {sorted(bad)}")
-        cfg.system = SystemConfig(**sysd)
-        s = cfg.system
-        if s.prototype not in PROTOTYPES:
-            raise ConfigError(f"{source}: [system] prototype {s.prototype!r} is not one of {PROTOTYPES}")
-        need = 2 if s.prototype in ("rocksalt", "b2") else 1
-        if len(s.symbols) != need:
-            raise ConfigError(f"{source}: [system] prototype {s.prototype} needs {need} symbols, got {s.symbols}")
-        if not (isinstance(s.a0, (int, float)) and s.a0 > 0):
-            raise ConfigError(f"{source}: [system] a0 must be a positive length in Å, got {s.a0!r}")
-        if len(s.supercell) != 3 or any(int(k) < 1 for k in s.supercell):
-            raise ConfigError(f"{source}: [system] supercell must be three positive integers, got {s.supercell}")
-        cfg.oracle = dict(doc.get("oracle", cfg.oracle))
-        if cfg.oracle.get("kind", "reference") not in ("reference", "abinit"):
-            raise ConfigError(f"{source}: [oracle] kind must be 'reference' or 'abinit', got {cfg.oracle.get('kind')!r}")
-        cfg.model = dict(doc.get("model", {}))
-        cfg.fit = dict(doc.get("fit", {}))
-        cfg.initial = dict(doc.get("initial", {}))
-        stages = doc.get("stage", [])
-        if not isinstance(stages, list) or not stages:
-            raise ConfigError(f"{source}: at least one [[stage]] is needed")
-        cfg.stages = []
-        for k, st in enumerate(stages):
-            bad = set(st) - set(StageConfig.__dataclass_fields__)
-            if bad:
-                raise ConfigError(f"{source}: [[stage]] {k} has unknown entries {sorted(bad)}")
-            sc = StageConfig(**st)
-            if sc.kind not in DEFAULT_GAMMA_LOW:
-                raise ConfigError(f"{source}: [[stage]] {k} kind must be one of {sorted(DEFAULT_GAMMA_LOW)}, "
-                                  f"got {sc.kind!r}")
-            try:
-                default_thresholds(sc.kind, sc.gamma_low, sc.gamma_up)
-            except ValueError as exc:
-                raise ConfigError(f"{source}: [[stage]] {k}: {exc}") from None
-            lo_hi = [float(x) for x in sc.moment_range]
-            if len(lo_hi) != 2 or not (0 <= lo_hi[0] <= lo_hi[1] <= 1):
-                raise ConfigError(f"{source}: [[stage]] {k} moment_range must be [lo, hi] with 0 <= lo <= hi <= 1 "
-                                  f"(fractions of M_max), got {sc.moment_range}")
-            if not (0 <= sc.strain < 0.5 and sc.displacement >= 0):
-                raise ConfigError(f"{source}: [[stage]] {k} needs 0 <= strain < 0.5 and displacement >= 0 Å, "
-                                  f"got {sc.strain}, {sc.displacement}")
-            bad = [x for x in sc.frozen if x not in s.symbols]
-            if bad:
-                raise ConfigError(f"{source}: [[stage]] {k} frozen species {bad} are not in [system] symbols")
-            cfg.stages.append(sc)
-        cfg.active = dict(doc.get("active", {}))
-        limits = dict(doc.get("limits", {}))
-        cfg.max_iterations = int(limits.get("max_iterations", cfg.max_iterations))
-        cfg.max_selected = int(limits.get("max_selected", cfg.max_selected))
-        if cfg.max_iterations < 1 or cfg.max_selected < 1:
-            raise ConfigError(f"{source}: [limits] max_iterations and max_selected must be >= 1")
-        cfg.test = dict(doc.get("test", {}))
-        cfg.executor = dict(doc.get("executor", {}))
-        cfg.validate = dict(doc.get("validate", {}))
-        try:
-            validation_options(cfg)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: [validate]: {exc}") from None
-        return cfg
-
-
-# --------------------------------------------------------------------------- structures
-
-
-def prototype_cell(s: SystemConfig, scale: float = 1.0) -> Atoms:
-    """The conventional cubic cell of the prototype, repeated, at a0 * scale."""
-    a = s.a0 * scale
-    if s.prototype == "rocksalt":
-        atoms = bulk("".join(s.symbols), "rocksalt", a=a, cubic=True)
-    elif s.prototype == "b2":
-        atoms = bulk("".join(s.symbols), "cesiumchloride", a=a, cubic=True)
-    elif s.prototype == "bcc":
-        atoms = bulk(s.symbols[0], "bcc", a=a, cubic=True)
-    else:
-        atoms = bulk(s.symbols[0], "fcc", a=a, cubic=True)
-    return atoms.repeat([int(k) for k in s.supercell])
-
-
-def with_state(atoms: Atoms, s: SystemConfig, kind: str, seed: int) -> Atoms:
-    from .magnetic import state_moments
-
-    a = atoms.copy()
-    a.set_initial_magnetic_moments(state_moments(a, kind, s.moments, seed=seed))
-    return a
-
-
-def species_max_moment(cfg: LearnConfig) -> dict[str, float]:
-    """M_max per species, μB: ``[model] max_moment`` if given, else the rule of
-    :func:`mmtp_rs.fitting.auto_max_moment` applied to the starting moments."""
-    from .fitting import max_moment_rule
-
-    given = cfg.model.get("max_moment")
-    out = {}
-    for sym in cfg.system.symbols:
-        if isinstance(given, dict) and sym in given:
-            out[sym] = float(given[sym])
-        elif isinstance(given, (int, float)) and not isinstance(given, bool):
-            out[sym] = float(given)
-        else:
-            out[sym] = max_moment_rule(abs(float(cfg.system.moments.get(sym, 0.0))))
-    return out
-
-
-def perturb_moments(atoms: Atoms, rng: np.random.Generator, relative: float, noise: float,
-                    max_moment: dict[str, float]) -> None:
-    """Perturb the moments of ``atoms`` in place on the scale of each species.
-
-    Moments below :data:`~mmtp_rs.magnetic.SIGN_THRESHOLD` (induced moments,
-    free of sign in stage 1) are drawn uniformly from ``noise`` × [-M_max, M_max]
-    of their species, so small-moment species are labelled at non-zero moments;
-    larger ones are scaled by a factor uniform in [1 - relative, 1 + relative].
-    """
-    m = atoms.get_initial_magnetic_moments()
-    lim = np.array([max_moment.get(sym, 0.0) for sym in atoms.get_chemical_symbols()])
-    small = np.abs(m) < SIGN_THRESHOLD
-    new = np.where(small, noise * lim * rng.uniform(-1.0, 1.0, len(m)),
-                   m * (1.0 + rng.uniform(-relative, relative, len(m))))
-    atoms.set_initial_magnetic_moments(new)
-
-
-def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
-    """The paper's protocol: ideal cells at several lattice parameters; FM, AFM
-    and random 50/50 states; random displacements; moment perturbations (15 %
-    of the magnitude for magnetic atoms, uniform over ``moment_noise`` ×
-    [-M_max, M_max] for small-moment species such as N in CrN)."""
-    ini = cfg.initial
-    scales = ini.get("scales", [0.96, 1.0, 1.04])
-    states = ini.get("states", ["FM", "AFM", "random", "random"])
-    per = int(ini.get("per_state", 2))  # displaced copies per (scale, state)
-    disp = float(ini.get("displacement", 0.05))  # Å, std of random displacements
-    pert = float(ini.get("moment_perturbation", 0.15))  # relative, magnetic atoms
-    noise = float(ini.get("moment_noise", 1.0))  # fraction of M_max, small-moment atoms
-    strain = float(ini.get("strain", 0.0))  # max |component| of a random symmetric cell strain
-    mmax = species_max_moment(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    out = []
-    for scale in scales:
-        base = prototype_cell(cfg.system, scale)
-        for k, st in enumerate(states):
-            for c in range(per):
-                a = with_state(base, cfg.system, st, seed=int(rng.integers(1 << 31)))
-                if c > 0 or st.upper() not in ("FM", "AFM"):
-                    a.positions += rng.normal(0.0, disp, a.positions.shape)
-                    perturb_moments(a, rng, pert, noise, mmax)
-                    random_strain(a, rng, strain)
-                a.info["origin"] = f"initial scale={scale} state={st}"
-                out.append(a)
-    return out
-
-
-def random_strain(atoms: Atoms, rng: np.random.Generator, strain: float) -> None:
-    """Apply a random symmetric strain with components uniform in [-strain, strain], in place."""
-    if strain > 0:
-        eps = rng.uniform(-strain, strain, (3, 3))
-        eps = 0.5 * (eps + eps.T)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-
-
-def random_moment_start(atoms: Atoms, rng: np.random.Generator, moment_range, max_moment: dict[str, float]) -> None:
-    """A random start for a moment-equilibration run, in place: the signs of
-    ``atoms``' state are kept; magnetic atoms get |m| uniform in
-    ``moment_range`` × M_max, small-moment atoms a moment uniform in [-M_max, M_max]."""
-    m = atoms.get_initial_magnetic_moments()
-    lim = np.array([max_moment.get(sym, 0.0) for sym in atoms.get_chemical_symbols()])
-    small = np.abs(m) < SIGN_THRESHOLD
-    mag = rng.uniform(moment_range[0], moment_range[1], len(m)) * lim
-    atoms.set_initial_magnetic_moments(np.where(small, lim * rng.uniform(-1.0, 1.0, len(m)), np.sign(m) * mag))
-
-
-def validation_options(cfg: LearnConfig):
-    """:class:`~mmtp_rs.validate.ValidationOptions` of the ``[validate]`` table.
-
-    ``enabled`` (default true with the reference oracle, false otherwise);
-    ``lattice`` in Å (default a0 × [0.976, 0.988, 1, 1.012, 1.024]); the other
-    keys are the fields of ValidationOptions.
-    """
-    from .validate import ValidationOptions
-
-    v = dict(cfg.validate)
-    v.pop("enabled", None)
-    a0 = cfg.system.a0
-    v.setdefault("lattice", [round(a0 * f, 4) for f in (0.976, 0.988, 1.0, 1.012, 1.024)])
-    v.setdefault("elastic_lattice", a0)
-    if cfg.system.prototype == "rocksalt":
-        v.setdefault("afm_direction", "AFM1")
-    else:
-        v.setdefault("afm_direction", [0, 0, 1])
-    fields = ValidationOptions.__dataclass_fields__
-    bad = set(v) - set(fields)
-    if bad:
-        raise ValueError(f"unknown entries {sorted(bad)}; known: {sorted(set(fields) | {'enabled'})}")
-    opts = ValidationOptions(**v)
-    if not opts.lattice or any(not (float(a) > 0) for a in opts.lattice):
-        raise ValueError(f"lattice must be a non-empty list of positive lattice parameters (Å), got {opts.lattice}")
-    bad = [s for s in list(opts.states) + list(opts.elastic_states)
-           if s.upper() not in ("FM", "AFM", "RANDOM", "PM")]
-    if bad:
-        raise ValueError(f"unknown states {bad} (FM, AFM, random; elastic: FM, AFM, PM)")
-    return opts
-
-
-def validation_enabled(cfg: LearnConfig) -> bool:
-    return bool(cfg.validate.get("enabled", cfg.oracle.get("kind", "reference") == "reference"))
+__all__ = ["run_validation", "make_oracle", "make_executor", "write_json", "Learner"]
 
 
 def run_validation(cfg: LearnConfig, pot, outdir: Path, oracle_workdir: Path | None = None, progress=None) -> dict:
-    """:func:`mmtp_rs.validate.validate` of ``pot`` against the configured oracle on the [system] structure."""
-    from .calculator import MMTPCalculator
-    from .oracles.calculator import oracle_calculator
-    from .validate import validate, write_validation
+    """:func:`mmtp_rs.properties.validation.validate` of ``pot`` against the configured oracle on the [system] structure."""
+    from mmtp_rs.model.calculator import MMTPCalculator
+    from mmtp_rs.oracles.calculator import oracle_calculator
+    from mmtp_rs.properties.validation import validate, write_validation
 
     opts = validation_options(cfg)
     s = cfg.system
@@ -351,17 +62,14 @@ def run_validation(cfg: LearnConfig, pot, outdir: Path, oracle_workdir: Path | N
     return rep
 
 
-# --------------------------------------------------------------------------- oracle and I/O
-
-
 def make_oracle(cfg: LearnConfig):
     o = dict(cfg.oracle)
     kind = o.pop("kind", "reference")
     if kind == "reference":
-        from .oracles.reference import ReferenceOracle
+        from mmtp_rs.oracles.reference import ReferenceOracle
 
         return ReferenceOracle(o.pop("preset", "CrN"), **o)
-    from .oracles.abinit import AbinitOracle
+    from mmtp_rs.oracles.abinit import AbinitOracle
 
     return AbinitOracle(**o)
 
@@ -373,11 +81,11 @@ def make_executor(cfg: LearnConfig):
     if kind == "default":
         return None
     if kind == "serial":
-        from .oracles.base import SerialExecutor
+        from mmtp_rs.oracles.base import SerialExecutor
 
         return SerialExecutor()
     if kind == "process":
-        from .oracles.base import default_process_pool
+        from mmtp_rs.oracles.base import default_process_pool
 
         return default_process_pool(int(e.get("workers", 2)))
     if kind == "dask":
@@ -390,9 +98,6 @@ def make_executor(cfg: LearnConfig):
 
 def write_json(path: Path, doc: Any) -> None:
     atomic_write_json(path, doc)
-
-
-# --------------------------------------------------------------------------- the loop
 
 
 class Learner:
@@ -464,8 +169,8 @@ class Learner:
         return labelled
 
     def fit(self, k: int, training: list[Atoms], previous=None):
-        from .fitting import fit, make_potential
-        from .potential import Potential
+        from mmtp_rs.fitting.optimize import fit, make_potential
+        from mmtp_rs.model.potential import Potential
 
         d = self.iter_dir(k)
         path = d / "potential.json"
@@ -492,7 +197,7 @@ class Learner:
         return Potential.from_file(path)  # exactly what a resumed run reads
 
     def active_set(self, k: int, pot, training: list[Atoms]):
-        from .active import ActiveSet
+        from mmtp_rs.active import ActiveSet
 
         path = self.iter_dir(k) / "active_set.npz"
         if path.exists():
@@ -547,7 +252,7 @@ class Learner:
     def simulate_one(self, r: int, k: int, calc, pot, mmax: dict, si: int, st: StageConfig, scale: float,
                      start: str, temp) -> tuple[list[Atoms], dict]:
         """Simulation ``r`` of iteration ``k``; returns its preselected configurations and summary."""
-        from .simulate import two_stage
+        from mmtp_rs.simulate import two_stage
 
         rng = np.random.default_rng([self.cfg.seed, k, r])
         a = with_state(prototype_cell(self.cfg.system, scale), self.cfg.system, start, seed=int(rng.integers(1 << 31)))
@@ -581,7 +286,7 @@ class Learner:
         path = self.iter_dir(k) / "selected.extxyz"
         if path.exists():
             return read_images(path)
-        from .potential import MMTPError
+        from mmtp_rs.model.potential import MMTPError
 
         try:
             chosen = aset.select(pool, limit=self.cfg.max_selected) if pool else []
@@ -617,10 +322,10 @@ class Learner:
             self.log("test set: oracle MD is only run with the reference oracle; skipped")
             write_images(path, [])
             return []
-        from ase.md.langevin import Langevin
         from ase import units
+        from ase.md.langevin import Langevin
 
-        from .oracles.reference import ReferenceCalculator
+        from mmtp_rs.oracles.reference import ReferenceCalculator
 
         rng = np.random.default_rng(self.cfg.seed + 12345)
         temps = t.get("temperatures", [300.0, 1000.0])
@@ -645,18 +350,18 @@ class Learner:
     def errors(self, pot, images: list[Atoms]) -> dict | None:
         if not images:
             return None
-        from .report import error_report
+        from mmtp_rs.fitting.report import error_report
 
         return error_report(pot, {"test": Dataset.from_atoms(images)})
 
     def report(self, pot, test: list[Atoms]) -> dict:
-        from .learn_report import write_learning_report
+        from mmtp_rs.loop.report import write_learning_report
 
         return write_learning_report(self, pot, test)
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> dict:
-        from .potential import single_blas_thread
+        from mmtp_rs.model.potential import single_blas_thread
 
         with single_blas_thread():
             return self._run()
@@ -737,57 +442,3 @@ def _plain(a: Atoms) -> Atoms:
     return b
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("learn", help="run (or resume) the active-learning loop of a TOML configuration")
-    p.add_argument("config", help="TOML file (see examples/)")
-    p.add_argument("--state", default=None, help="state directory (default: runs/<name>)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run)
-    v = sub.add_parser("validate", help="compare a potential with the oracle of a learn configuration, moments "
-                                        "equilibrated (moments, state energies, E(a), elastic constants, phonons)")
-    v.add_argument("config", help="learn TOML file: its [system], [oracle] and [validate] sections are used")
-    v.add_argument("--potential", required=True, help="potential file (.json or MLIP-3 .mtp)")
-    v.add_argument("--out", default="validation", help="output directory (validation.json/.md/.png)")
-    v.add_argument("--quiet", action="store_true")
-    v.set_defaults(func=run_validate)
-
-
-def run_validate(args: argparse.Namespace) -> dict:
-    """``mmtp validate``: exits non-zero when a check fails (see validation.md)."""
-    from .potential import Potential
-
-    cfg = LearnConfig.from_toml(args.config)
-    pot = Potential.from_file(args.potential, species=cfg.model.get("species"))
-    out = Path(args.out)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    from .potential import single_blas_thread
-
-    with single_blas_thread():
-        rep = run_validation(cfg, pot, out, oracle_workdir=out / "oracle_jobs", progress=say)
-    if not args.quiet:
-        for c in rep["checks"]:
-            print(f"  {'pass' if c['pass'] else 'FAIL'}  {c['name']}: {c['value']:.4g} {c['unit']} "
-                  f"(tolerance {c['tolerance']:.4g}; {c['where']})")
-        print(f"all checks pass: {rep['passed']}; report in {out}/validation.md")
-    if not rep["passed"]:
-        raise ValidationFailed(f"{sum(not c['pass'] for c in rep['checks'])} validation check(s) failed; "
-                               f"see {out / 'validation.md'}")
-    return rep
-
-
-class ValidationFailed(RuntimeError):
-    """A potential failed a validation check (``mmtp validate`` exits with 1)."""
-
-
-def run(args: argparse.Namespace) -> dict:
-    cfg = LearnConfig.from_toml(args.config)
-    state = args.state or str(Path("runs") / cfg.name)
-    learner = Learner(cfg, state, quiet=args.quiet)
-    summary = learner.run()
-    if not args.quiet:
-        print(json.dumps({k: summary[k] for k in ("converged", "final_iteration", "timing", "wall_time_s")
-                          if k in summary}, indent=1, default=float))
-    return summary

@@ -42,21 +42,22 @@ import math
 import os
 import sys
 import time
-from types import SimpleNamespace
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ._atomic import atomic_write_json
-from .data import Dataset, DatasetError
-from .potential import MMTPError, Potential
+from mmtp_rs.fitting.data import Dataset, DatasetError
+from mmtp_rs.io.atomic import atomic_write_json
+from mmtp_rs.model.potential import MMTPError, Potential
+from mmtp_rs.units import EV_A3_TO_GPA
+
 
 __all__ = ["Weights", "Objective", "FitResult", "fit", "make_potential", "solve_linear",
            "auto_min_dist", "auto_max_moment", "rmse_from_sse"]
 
-EV_A3_TO_GPA = 160.21766208
 
 CHECKPOINT_FORMAT = "mmtp_rs fit checkpoint"
 

@@ -4,7 +4,7 @@ A potential is only as good as the quantities people take from it, and in a
 magnetic material those come out of stage 1: the moments are equilibrated at
 each geometry before anything else is computed. :func:`validate` therefore
 puts the potential and the oracle through the *same* stage 1
-(:func:`mmtp_rs.magnetic.equilibrate_moments`, from the same starts) and
+(:func:`mmtp_rs.magnetism.stage1.equilibrate_moments`, from the same starts) and
 compares, over a range of lattice parameters:
 
 * the equilibrated moments, atom by atom and per species;
@@ -32,8 +32,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from ase import Atoms
 
-from .magnetic import equilibrate_moments, state_moments
-from ._atomic import atomic_write_text
+from mmtp_rs.io.atomic import atomic_write_text
+from mmtp_rs.magnetism.stage1 import equilibrate_moments
+from mmtp_rs.magnetism.states import state_moments
+
 
 __all__ = ["ValidationOptions", "validate", "validation_markdown", "plot_validation", "write_validation"]
 
@@ -93,7 +95,8 @@ def _fit_lattice(lattice: np.ndarray, energies: np.ndarray) -> float | None:
 
 
 def _elastic(calc, cell: Atoms, kind: str, moment, opts: ValidationOptions) -> dict:
-    from .properties import MagneticSetup, cubic_constants, elastic_constants
+    from mmtp_rs.properties.elastic import cubic_constants, elastic_constants
+    from mmtp_rs.properties.setup import MagneticSetup
 
     kw = dict(direction=opts.afm_direction) if kind == "AFM" else {}
     setup = MagneticSetup(calc, kind, moment=moment, equilibrate=True, n_states=opts.pm_states, seed=opts.seed,
@@ -105,7 +108,7 @@ def _elastic(calc, cell: Atoms, kind: str, moment, opts: ValidationOptions) -> d
 
 
 def _zone_boundary(setup, cell: Atoms) -> np.ndarray:
-    from .properties import phonons
+    from mmtp_rs.properties.phonons import phonons
 
     res = phonons(cell, setup, supercell=(2, 2, 2) if setup.kind != "PM" else (1, 1, 1), bands=False, dos=False,
                   mesh=(2, 2, 2), primitive_matrix=None)
@@ -206,7 +209,7 @@ def validate(potential_calc, oracle_calc, structure: Callable[[float], Atoms], m
                 say(f"validation: elastic constants {kind}: " + ", ".join(
                     f"{k} {res['potential'][k]:.0f} vs {res['oracle'][k]:.0f} GPa" for k in ("C11", "C12", "C44")))
             if opts.phonons:
-                from .properties import MagneticSetup
+                from mmtp_rs.properties.setup import MagneticSetup
 
                 freq = {}
                 for side, calc in (("potential", potential_calc), ("oracle", oracle_calc)):

@@ -1,7 +1,7 @@
 """Training data: labelled configurations for fitting an mMTP.
 
 A :class:`Dataset` is a list of :class:`ase.Atoms` carrying reference labels
-under the keys of :mod:`mmtp_rs.labels` (``REF_energy``, ``REF_forces``,
+under the keys of :mod:`mmtp_rs.io.labels` (``REF_energy``, ``REF_forces``,
 ``REF_stress``, ``REF_magnetic_forces``; moments in ``initial_magmoms``).
 Configurations may differ in size and species, and each may lack any label
 (a configuration without a stress label simply contributes no stress
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ._core import MMTPError
-from .labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS, voigt_from_matrix
+from mmtp_rs._core import MMTPError
+from mmtp_rs.io.labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS, voigt_from_matrix
+
 
 __all__ = ["Dataset", "DatasetError"]
 
@@ -127,7 +128,7 @@ class Dataset:
             if not p.exists():
                 raise FileNotFoundError(f"{p}: no such data file")
             if p.suffix.lower() in _CFG_SUFFIXES:
-                from .cfg import read_cfg
+                from mmtp_rs.io.cfg import read_cfg
 
                 images.extend(read_cfg(p, species=species))
             else:
@@ -145,13 +146,13 @@ class Dataset:
         """Write the configurations: ``.cfg`` (MLIP) or anything else via ASE (extxyz)."""
         path = Path(path)
         if path.suffix.lower() in _CFG_SUFFIXES:
-            from .cfg import write_cfg
+            from mmtp_rs.io.cfg import write_cfg
 
             write_cfg(path, self.images, species=species)
         else:
             from ase.io import write
 
-            from ._atomic import atomic_path
+            from mmtp_rs.io.atomic import atomic_path
 
             with atomic_path(path, suffix=".extxyz") as tmp:
                 write(tmp, self.images, format="extxyz")
@@ -222,7 +223,7 @@ class Dataset:
     # ------------------------------------------------------------ statistics
     def min_distance(self, cutoff: float = 4.0) -> float:
         """Smallest interatomic distance in the data (Å; inf if none within ``cutoff``)."""
-        from . import _core
+        from mmtp_rs import _core
 
         best = np.inf
         for a in self.images:
@@ -252,7 +253,7 @@ class Dataset:
         Cached per (species of the potential, cutoff): neighbour lists are built
         once, in parallel. Errors name the configuration.
         """
-        from . import _core
+        from mmtp_rs import _core
 
         key = (tuple(pot.species) if pot.species is not None else None, float(pot.max_dist))
         hit = self._core_cache.get(key)

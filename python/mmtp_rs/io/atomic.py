@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "remove_stale_temporaries"]
 
 #: Names of the temporary files :func:`atomic_path` creates: ``.<target>.<8 random>[<suffix>]``

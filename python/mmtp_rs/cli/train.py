@@ -48,6 +48,7 @@ import json
 import sys
 from pathlib import Path
 
+
 DEFAULTS = {
     "data": {"train": [], "valid": [], "valid_fraction": 0.1, "species": None},
     "model": {"init": None, "level": 16, "radial_basis_size": 8, "magnetic_basis_size": 2, "min_dist": None,
@@ -139,10 +140,10 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Run ``mmtp train``; returns a summary dict (also written to the output directory)."""
-    from .data import Dataset
-    from .fitting import fit, make_potential
-    from .potential import Potential
-    from .report import write_report
+    from mmtp_rs.fitting.data import Dataset
+    from mmtp_rs.fitting.optimize import fit, make_potential
+    from mmtp_rs.fitting.report import write_report
+    from mmtp_rs.model.potential import Potential
 
     cfg = settings_from_args(args)
     d, m, f, o = cfg["data"], cfg["model"], cfg["fit"], cfg["output"]
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
         sets["valid"] = valid
     doc = write_report(best, sets, outdir, plots=bool(o["plots"]), extra={"fit": summary})
     if not quiet:
-        from .report import to_markdown
+        from mmtp_rs.fitting.report import to_markdown
 
         print(to_markdown(doc["errors"]), file=sys.stderr)
         print(f"wrote {outdir / 'potential.json'}, {outdir / 'potential.mtp'}, {outdir / 'report.md'}", file=sys.stderr)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset
-from ._atomic import atomic_write_text
+from mmtp_rs.fitting.data import Dataset
+from mmtp_rs.io.atomic import atomic_write_text
 
 
 def _plt():
@@ -23,7 +23,7 @@ def _plt():
 
 def write_learning_report(learner, pot, test: list) -> dict:
     """Write ``report/`` of a finished (or stopped) run; returns its summary."""
-    from .report import error_report, parity_plots, to_markdown
+    from mmtp_rs.fitting.report import error_report, parity_plots, to_markdown
 
     out = learner.state / "report"
     out.mkdir(exist_ok=True)
@@ -46,12 +46,13 @@ def write_learning_report(learner, pot, test: list) -> dict:
                   f"{r.get('n_labelled', 0)} | {mg:.3g} |")
     md += ["", "## Errors of the final potential", "", to_markdown(errors)]
     validation = None
-    from .learn import run_validation, validation_enabled
+    from mmtp_rs.loop.config import validation_enabled
+    from mmtp_rs.loop.learner import run_validation
 
     if validation_enabled(learner.cfg):
         validation = run_validation(learner.cfg, pot, out, oracle_workdir=learner.state / "labels",
                                     progress=learner.log)
-        from .validate import validation_markdown
+        from mmtp_rs.properties.validation import validation_markdown
 
         md += [validation_markdown(validation)]
         learner.log(f"validation: all checks pass: {validation['passed']}")

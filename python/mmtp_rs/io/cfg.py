@@ -58,14 +58,15 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
+
 
 __all__ = ["CfgFormatError", "read_cfg", "write_cfg", "cell_volume"]
 
@@ -846,6 +847,6 @@ def write_cfg(
     if isinstance(images, Atoms):
         images = [images]
     text = "\n".join(_format_atoms(atoms, species, k) for k, atoms in enumerate(images))
-    from ._atomic import atomic_write_text
+    from mmtp_rs.io.atomic import atomic_write_text
 
     atomic_write_text(path, text)

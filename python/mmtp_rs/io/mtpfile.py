@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write_text
+from mmtp_rs.io.atomic import atomic_write_text
 
 
 class MtpFormatError(ValueError):

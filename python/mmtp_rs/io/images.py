@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ._atomic import atomic_write_text
+from mmtp_rs.io.atomic import atomic_write_text
+
 
 __all__ = ["write_images", "read_images", "images_text"]
 

@@ -17,8 +17,9 @@ from typing import Sequence
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .data import Dataset
-from .potential import Potential
+from mmtp_rs.fitting.data import Dataset
+from mmtp_rs.model.potential import Potential
+
 
 __all__ = ["train_ensemble", "EnsembleCalculator", "ensemble_evaluate"]
 
@@ -33,15 +34,15 @@ def train_ensemble(k: int, train: Dataset, valid: Dataset | None = None, *, seed
     k : number of models
     train, valid : datasets
     seeds : one per model (default 0..k-1)
-    potential_kwargs : passed to :func:`mmtp_rs.fitting.make_potential` (level, species, ...)
-    fit_kwargs : passed to :func:`mmtp_rs.fitting.fit`
+    potential_kwargs : passed to :func:`mmtp_rs.fitting.optimize.make_potential` (level, species, ...)
+    fit_kwargs : passed to :func:`mmtp_rs.fitting.optimize.fit`
     outdir : if given, each model is saved as ``model_<i>.json`` there
 
     Returns
     -------
     list of :class:`mmtp_rs.fitting.FitResult`
     """
-    from .fitting import fit, make_potential
+    from mmtp_rs.fitting.optimize import fit, make_potential
 
     seeds = list(range(k)) if seeds is None else list(seeds)
     if len(seeds) != k:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .potential import Potential
+from mmtp_rs.model.potential import Potential
 
 
 class MMTPCalculator(Calculator):
