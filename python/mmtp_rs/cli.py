@@ -10,6 +10,7 @@ call it directly.
     mmtp validate CONFIG.toml --potential P   potential vs oracle with moments equilibrated
     mmtp demo [--size K] [--level L]     evaluate an mMTP on rock-salt CrN states
     mmtp eval POT CFG [--species ...]    energies/forces/stresses/magnetic forces of a .cfg
+    mmtp lammps build                    build the LAMMPS plugin (pair_style mmtp, ...)
 """
 
 from __future__ import annotations
@@ -93,9 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--raw", action="store_true", help="raw E(M) instead of the symmetrised energy")
     e.set_defaults(func=_eval)
     # each job module defines its own subcommand(s)
-    from . import active, learn, properties, train_cli
+    from . import active, lammps, learn, properties, train_cli
 
-    for module in (learn, train_cli, active, properties):
+    for module in (learn, train_cli, active, properties, lammps):
         module.add_cli(sub)
     return p.parse_args(argv)
 
