@@ -19,6 +19,7 @@ use mmtp_core::model::Tables;
 use mmtp_core::neighbors::NeighborList;
 use mmtp_core::{threads, EvalOptions, Potential};
 use std::ffi::{c_char, c_int, CStr};
+use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// First line of a potential written by `mmtp_rs.lammps.write_potential`.
@@ -167,17 +168,17 @@ impl ActiveSet {
         Ok(ActiveSet { m, ainv, neighborhood, scale_by_atoms, symmetrize })
     }
 
-    /// Grades `max_j |(b A^-1)_j|` of `k` rows b (row-major, k x m).
+    /// Grades `max_j |(b A^-1)_j|` of `k` rows b (row-major, k x m), in parallel over rows.
     pub fn grades(&self, rows: &[f64], k: usize) -> Vec<f64> {
         let m = self.m;
-        let mut c = vec![0.0; m];
-        (0..k)
-            .map(|r| {
-                c.fill(0.0);
-                for (l, &b) in rows[r * m..(r + 1) * m].iter().enumerate() {
-                    if b != 0.0 {
+        rows[..k * m]
+            .par_chunks(m.max(1))
+            .map(|b| {
+                let mut c = vec![0.0; m];
+                for (l, &bl) in b.iter().enumerate() {
+                    if bl != 0.0 {
                         for (cj, aj) in c.iter_mut().zip(&self.ainv[l * m..(l + 1) * m]) {
-                            *cj += b * aj;
+                            *cj += bl * aj;
                         }
                     }
                 }
