@@ -118,7 +118,8 @@ double ComputeMMTPGrade::compute_scalar()
 {
   invoked_scalar = update->ntimestep;
   grade_all();
-  return grade;
+  scalar = grade;
+  return scalar;
 }
 
 void ComputeMMTPGrade::compute_peratom()
