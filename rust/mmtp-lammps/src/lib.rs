@@ -30,6 +30,7 @@ pub const ACTIVE_SET_TAG: &str = "mmtp_rs-lammps-active-set";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// A potential with its species names and default symmetrisation.
+#[derive(Debug)]
 pub struct Model {
     pot: Potential,
     species: Vec<String>,
@@ -37,6 +38,7 @@ pub struct Model {
 }
 
 /// The inverse of an active set's matrix, with the settings of its rows.
+#[derive(Debug)]
 pub struct ActiveSet {
     m: usize,
     ainv: Vec<f64>,
@@ -255,11 +257,29 @@ fn guarded(err: *mut c_char, errlen: usize, f: impl FnOnce() -> Result<(), Strin
     }
 }
 
-unsafe fn path_of(path: *const c_char) -> Result<String, String> {
-    if path.is_null() {
-        return Err("no file name given".into());
+/// Read a file with `load` into a heap object owned by the caller; null on failure.
+unsafe fn load_boxed<T>(
+    path: *const c_char,
+    err: *mut c_char,
+    errlen: usize,
+    load: impl FnOnce(&str) -> Result<T, String>,
+) -> *mut T {
+    let mut out = std::ptr::null_mut();
+    guarded(err, errlen, || {
+        if path.is_null() {
+            return Err("no file name given".into());
+        }
+        out = Box::into_raw(Box::new(load(&CStr::from_ptr(path).to_string_lossy())?));
+        Ok(())
+    });
+    out
+}
+
+/// Free an object made by [`load_boxed`].
+unsafe fn free_boxed<T>(p: *mut T) {
+    if !p.is_null() {
+        drop(Box::from_raw(p));
     }
-    Ok(CStr::from_ptr(path).to_string_lossy().into_owned())
 }
 
 /// Load a potential; null on failure (message in `err`).
@@ -268,12 +288,7 @@ unsafe fn path_of(path: *const c_char) -> Result<String, String> {
 /// `path` is a NUL-terminated string, `err` a buffer of `errlen` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn mmtp_model_load(path: *const c_char, err: *mut c_char, errlen: usize) -> *mut Model {
-    let mut out = std::ptr::null_mut();
-    guarded(err, errlen, || {
-        out = Box::into_raw(Box::new(Model::load(&path_of(path)?)?));
-        Ok(())
-    });
-    out
+    load_boxed(path, err, errlen, Model::load)
 }
 
 /// Free a potential.
@@ -282,9 +297,7 @@ pub unsafe extern "C" fn mmtp_model_load(path: *const c_char, err: *mut c_char, 
 /// `m` comes from [`mmtp_model_load`] and is not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn mmtp_model_free(m: *mut Model) {
-    if !m.is_null() {
-        drop(Box::from_raw(m));
-    }
+    free_boxed(m)
 }
 
 /// Cutoff, number of species, number of parameters and default symmetrisation.
@@ -423,12 +436,7 @@ pub unsafe extern "C" fn mmtp_compute(
 /// `path` is a NUL-terminated string, `err` a buffer of `errlen` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn mmtp_aset_load(path: *const c_char, err: *mut c_char, errlen: usize) -> *mut ActiveSet {
-    let mut out = std::ptr::null_mut();
-    guarded(err, errlen, || {
-        out = Box::into_raw(Box::new(ActiveSet::load(&path_of(path)?)?));
-        Ok(())
-    });
-    out
+    load_boxed(path, err, errlen, ActiveSet::load)
 }
 
 /// Free an active set.
@@ -437,9 +445,7 @@ pub unsafe extern "C" fn mmtp_aset_load(path: *const c_char, err: *mut c_char, e
 /// `a` comes from [`mmtp_aset_load`] and is not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn mmtp_aset_free(a: *mut ActiveSet) {
-    if !a.is_null() {
-        drop(Box::from_raw(a));
-    }
+    free_boxed(a)
 }
 
 /// Size m, mode (1 = neighbourhood), scaling by atoms and symmetrisation of the rows.
@@ -482,4 +488,31 @@ pub unsafe extern "C" fn mmtp_aset_grades(
         std::slice::from_raw_parts_mut(out, k).copy_from_slice(&g);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_files_are_errors_with_the_file_name() {
+        let dir = std::env::temp_dir().join(format!("mmtp-lammps-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.mmtp");
+        assert!(Model::load(missing.to_str().unwrap()).unwrap_err().contains("missing.mmtp"));
+        let wrong = dir.join("wrong.txt");
+        std::fs::write(&wrong, "something else 1\n").unwrap();
+        assert!(Model::load(wrong.to_str().unwrap()).unwrap_err().contains("not a"));
+        let short = dir.join("short.txt");
+        std::fs::write(&short, format!("{ACTIVE_SET_TAG} 1\nmode configuration\nscale_by_atoms 1\nsymmetrize 1\nm 2\ninverse\n1 0 0\n")).unwrap();
+        assert!(ActiveSet::load(short.to_str().unwrap()).unwrap_err().contains("ends before"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn grades_are_the_largest_coefficient_of_b_times_the_inverse() {
+        let a = ActiveSet { m: 2, ainv: vec![2.0, 0.0, 1.0, -3.0], neighborhood: true, scale_by_atoms: false, symmetrize: true };
+        // (1, 1) A^-1 = (3, -3); (0, 0.5) A^-1 = (0.5, -1.5)
+        assert_eq!(a.grades(&[1.0, 1.0, 0.0, 0.5], 2), vec![3.0, 1.5]);
+    }
 }
