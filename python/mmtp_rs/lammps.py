@@ -324,7 +324,7 @@ def input_script(*, data: str, potential: str, species: Sequence[str], raw: bool
                  gamma_low: float = 2.0, gamma_up: float = 10.0) -> str:
     """Input script head: units metal, the data file with moments, pair_style mmtp, the grade
     compute (with ``active_set``) and a halt above ``gamma_up``; ``body`` follows."""
-    lines = ["units metal", "atom_style atomic", "atom_modify map array sort 0 0.0", "newton on",
+    lines = ["units metal", "atom_style atomic", "atom_modify map array", "newton on",
              "fix moments all property/atom d_mag d_tmag ghost yes",
              f"read_data {data} fix moments NULL {MOMENTS_SECTION}",
              f"pair_style mmtp {potential}{' raw' if raw else ''}",
