@@ -9,7 +9,9 @@ atoms displaced by 0.02 Å), measures
   (time step 1 fs), from LAMMPS's "Loop time", µs per atom per step (force evaluation,
   integration, communication and neighbour-list rebuilds);
 * ratios: ``lammps_1rank_over_evaluate`` (cost of one LAMMPS step over one evaluation) and
-  ``speedup_2_ranks`` (1-rank time over 2-rank time; the target is >= 1.8 at 32768 atoms).
+  ``speedup_2_ranks`` (1-rank time over 2-rank time; the target is >= 1.8 at 32768 atoms);
+  on a shared machine also ``cpu_normalised_speedup_2_ranks``, the speed-up with each run's
+  wall time scaled by the CPU share its ranks got (LAMMPS's "% CPU use").
 
 The result is one JSON document on stdout (and in ``--out FILE``).
 
@@ -68,7 +70,8 @@ def time_evaluate(pot, atoms, budget: float = 6.0) -> float:
     return best
 
 
-def time_lammps(pot, atoms, steps: int, nprocs: int, work: Path) -> float:
+def time_lammps(pot, atoms, steps: int, nprocs: int, work: Path) -> tuple[float, float]:
+    """(wall seconds per step, fraction of a CPU each rank got: LAMMPS's "% CPU use")."""
     from mmtp_rs import lammps as L
 
     body = (f"timestep 0.001\nvelocity all create 300 {SEED} dist gaussian mom yes rot no\nfix nve all nve\n"
@@ -79,9 +82,10 @@ def time_lammps(pot, atoms, steps: int, nprocs: int, work: Path) -> float:
     L.run_lammps(script, work, nprocs=nprocs, log=f"log.{nprocs}")
     text = (work / f"log.{nprocs}").read_text()
     m = re.search(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms", text)
-    if m is None:
+    cpu = re.search(r"([0-9.]+)% CPU use with", text)
+    if m is None or cpu is None:
         raise RuntimeError(f"no loop time in {work / f'log.{nprocs}'}")
-    return float(m.group(1)) / int(m.group(3))
+    return float(m.group(1)) / int(m.group(3)), float(cpu.group(1)) / 100.0
 
 
 def main(argv=None) -> dict:
@@ -106,17 +110,21 @@ def main(argv=None) -> dict:
         atoms = cell(SIZES[n])
         t_eval = time_evaluate(pot, atoms)
         with tempfile.TemporaryDirectory() as tmp:
-            t1 = time_lammps(pot, atoms, STEPS[n], 1, Path(tmp))
-            t2 = time_lammps(pot, atoms, STEPS[n], 2, Path(tmp))
+            t1, c1 = time_lammps(pot, atoms, STEPS[n], 1, Path(tmp))
+            t2, c2 = time_lammps(pot, atoms, STEPS[n], 2, Path(tmp))
         row = {"n_atoms": len(atoms), "steps": STEPS[n],
                "evaluate_us_per_atom": t_eval / n * 1e6,
                "lammps_us_per_atom_step": {"1": t1 / n * 1e6, "2": t2 / n * 1e6},
                "lammps_1rank_over_evaluate": t1 / t_eval,
-               "speedup_2_ranks": t1 / t2}
+               "speedup_2_ranks": t1 / t2,
+               "cpu_share_per_rank": {"1": c1, "2": c2},
+               # wall-clock speed-up corrected for the CPU share the ranks got on a busy machine
+               "cpu_normalised_speedup_2_ranks": (t1 * c1) / (t2 * c2)}
         report["sizes"][str(n)] = row
         print(f"{n} atoms: evaluate {row['evaluate_us_per_atom']:.2f} µs/atom, LAMMPS 1 rank "
               f"{row['lammps_us_per_atom_step']['1']:.2f}, 2 ranks {row['lammps_us_per_atom_step']['2']:.2f} "
-              f"µs/atom/step (speed-up {row['speedup_2_ranks']:.2f})", file=sys.stderr)
+              f"µs/atom/step (speed-up {row['speedup_2_ranks']:.2f}, CPU-normalised "
+              f"{row['cpu_normalised_speedup_2_ranks']:.2f})", file=sys.stderr)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
