@@ -155,6 +155,28 @@ def test_fix_moments_reaches_the_python_stage1(plugin, pot, tmp_path, nprocs):
     assert np.all(np.abs(m_lmp[n_mask]) <= 0.1 + 1e-12)
 
 
+SPIN_LATTICE = """timestep 0.001
+velocity all create 800 4 dist gaussian mom yes rot no loop geom
+fix s1 all mmtp/moments 10 1e-6 300
+fix nve all nve
+thermo_style custom step temp pe etotal f_s1[1] f_s1[2]
+thermo 10
+thermo_modify format float %.10g
+run 60
+"""
+
+
+def test_stage1_every_10_steps_of_md_same_on_one_and_two_ranks(plugin, pot, tmp_path):
+    atoms = crn(4, seed=2)
+    th = {}
+    for n in (1, TWO_RANKS):
+        (tmp_path / str(n)).mkdir()
+        th[n] = run(tmp_path / str(n), pot, atoms, SPIN_LATTICE, nprocs=n)
+    for k in ("Step", "Temp", "PotEng", "TotEng", "f_s1[1]"):
+        np.testing.assert_array_equal(th[1][k], th[TWO_RANKS][k], err_msg=k)
+    assert np.all(th[1]["f_s1[2]"] <= 1e-6) and np.all(th[1]["f_s1[1]"] > 0)
+
+
 GRADE = """compute ga all mmtp/grade aset.txt
 variable g equal c_ga
 thermo_style custom step pe v_g
