@@ -387,6 +387,16 @@ pub unsafe extern "C" fn mmtp_compute(
             return Err(format!("bad atom counts: nlocal {nlocal}, nall {nall}"));
         }
         let (nlocal, nall) = (nlocal as usize, nall as usize);
+        if nall == 0 {
+            // a rank without atoms: nothing to add (its arrays may be null)
+            if want & 1 != 0 && !virial.is_null() {
+                std::slice::from_raw_parts_mut(virial, 9).fill(0.0);
+            }
+            if want & 2 != 0 && want & 4 == 0 && !grad.is_null() {
+                std::slice::from_raw_parts_mut(grad, m.pot.n_params()).fill(0.0);
+            }
+            return Ok(());
+        }
         let types: Vec<usize> = std::slice::from_raw_parts(species, nall)
             .iter()
             .map(|&t| usize::try_from(t).map_err(|_| format!("negative species index {t}")))
