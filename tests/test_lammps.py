@@ -16,6 +16,7 @@ import pytest
 from ase.build import bulk
 
 from mmtp_rs import ActiveSet, MMTPCalculator, Potential
+from mmtp_rs import cli
 from mmtp_rs import lammps as L
 from mmtp_rs.magnetic import equilibrate_moments
 
@@ -190,7 +191,11 @@ write_dump all custom out.dump id type x y z d_mag c_ga modify sort id format fl
 def test_grade_compute_equals_active_set_grade(plugin, pot, tmp_path, mode):
     train = [crn(2, state=s, seed=k, displacement=0.04) for k, s in enumerate(["FM", "random", "random"])]
     aset = ActiveSet.from_training(pot, train, mode)
-    L.write_active_set(aset, tmp_path / "aset.txt")
+    aset.save(tmp_path / "aset.npz")
+    cli.run(cli.parse_args(["lammps", "export", str(POTENTIAL), str(tmp_path / "exported.mmtp"),
+                            "--active-set", str(tmp_path / "aset.npz"), str(tmp_path / "aset.txt")]))
+    L.write_potential(pot, tmp_path / "pot.mmtp")
+    assert (tmp_path / "exported.mmtp").read_text() == (tmp_path / "pot.mmtp").read_text()
     atoms = crn(2, state="random", seed=11, displacement=0.08)
     th = run(tmp_path, pot, atoms, GRADE, nprocs=TWO_RANKS)
     out = L.read_dump(tmp_path / "out.dump", pot.species)[-1]

@@ -11,6 +11,7 @@ call it directly.
     mmtp demo [--size K] [--level L]     evaluate an mMTP on rock-salt CrN states
     mmtp eval POT CFG [--species ...]    energies/forces/stresses/magnetic forces of a .cfg
     mmtp lammps build                    build the LAMMPS plugin (pair_style mmtp, ...)
+    mmtp lammps export POT OUT           a potential (and active set) for the plugin
 """
 
 from __future__ import annotations
