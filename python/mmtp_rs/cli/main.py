@@ -10,6 +10,8 @@ call it directly.
     mmtp validate CONFIG.toml --potential P   potential vs oracle with moments equilibrated
     mmtp demo [--size K] [--level L]     evaluate an mMTP on rock-salt CrN states
     mmtp eval POT CFG [--species ...]    energies/forces/stresses/magnetic forces of a .cfg
+    mmtp lammps build                    build the LAMMPS plugin (pair_style mmtp, ...)
+    mmtp lammps export POT OUT           a potential (and active set) for the plugin
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--raw", action="store_true", help="raw E(M) instead of the symmetrised energy")
     e.set_defaults(func=_eval)
     # each job module defines its own subcommand(s)
-    from mmtp_rs.cli import active, learn, properties, train
+    from mmtp_rs.cli import active, lammps, learn, properties, train
 
-    for module in (learn, train, active, properties):
+    for module in (learn, train, active, properties, lammps):
         module.add_cli(sub)
     return p.parse_args(argv)
 

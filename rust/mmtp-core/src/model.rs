@@ -1144,14 +1144,18 @@ impl Potential {
         symmetrize: bool,
         opts: EvalOptions,
     ) -> Acc<T> {
+        // centres are the first nl.n_atoms() atoms; the others (ghosts) only
+        // appear as neighbours and receive derivative contributions
         let n = types.len();
+        let nc = nl.n_atoms();
         let signs: &[f64] = if symmetrize { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let np = if opts.param_grad { self.n_params() } else { 0 };
         let simd = simd_available();
+        // deterministic at any thread count: fixed chunks summed in index order
         let (acc, _) = crate::threads::ordered_reduce(
-            n,
-            atom_chunk(n),
+            nc,
+            atom_chunk(nc),
             &|| (Acc::new(n, np, opts.forces), Scratch::new(self)),
             &|(acc, sc): &mut (Acc<T>, Scratch<T>), i| {
                 self.atom_dispatch(simd, types, nl, vecs, moms, i, signs, weight, opts, sc, acc)
@@ -1172,20 +1176,28 @@ impl Potential {
     /// parameter gradients (N x n_params, row-major): each atom's row is the
     /// change of the accumulated dE/dtheta over that atom's kernel call.
     pub fn evaluate_with_sites(&self, cfg: &Config, nl: &NeighborList, opts: EvalOptions) -> (Output, Vec<f64>) {
+        let (acc, matrix) = self.run_sites(&cfg.types, nl, &cfg.moments, opts);
+        (self.finish(cfg, nl, opts, acc), matrix)
+    }
+
+    /// The kernel over the centres `0..nl.n_atoms()` with per-centre
+    /// parameter gradients (n_centres x n_params, row-major).
+    fn run_sites(&self, types: &[usize], nl: &NeighborList, moms: &[f64], opts: EvalOptions) -> (Acc<f64>, Vec<f64>) {
         let opts = EvalOptions { param_grad: true, ..opts };
-        let n = cfg.positions.len();
+        let n = types.len();
+        let nc = nl.n_atoms();
         let np = self.n_params();
         let signs: &[f64] = if opts.symmetrize { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
         type State = (Acc<f64>, Scratch<f64>, Vec<(usize, Vec<f64>)>, Vec<f64>);
         let (acc, _, rows, _) = crate::threads::ordered_reduce(
-            n,
-            atom_chunk(n),
+            nc,
+            atom_chunk(nc),
             &|| (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), vec![0.0; np]),
             &|(acc, sc, rows, before): &mut State, i| {
                 before.copy_from_slice(&acc.grad);
-                self.atom_dispatch(simd, &cfg.types, nl, &nl.vec, &cfg.moments, i, signs, weight, opts, sc, acc);
+                self.atom_dispatch(simd, types, nl, &nl.vec, moms, i, signs, weight, opts, sc, acc);
                 let row: Vec<f64> = acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b).collect();
                 rows.push((i, row));
             },
@@ -1194,11 +1206,74 @@ impl Potential {
                 a.2.extend(b.2);
             },
         );
-        let mut matrix = vec![0.0; n * np];
+        let mut matrix = vec![0.0; nc * np];
         for (i, row) in rows {
             matrix[i * np..(i + 1) * np].copy_from_slice(&row);
         }
-        (self.finish(cfg, nl, opts, acc), matrix)
+        (acc, matrix)
+    }
+
+    /// Evaluate the centres of an explicit neighbour list, as a domain of a
+    /// parallel MD engine sees them: the centres are atoms `0..nl.n_atoms()`,
+    /// `types` and `moments` cover the centres and every neighbour (ghost
+    /// atoms after the centres), `nl.index` points into them and `nl.vec`
+    /// holds r_j - r_i. Returns the site energies of the centres, and forces,
+    /// dE/dm (both over all atoms, ghosts included: their contributions must
+    /// be added to the atoms they image) and the virial of the centres' site
+    /// energies. `site_rows` also gives the per-centre parameter gradients
+    /// (n_centres x n_params, row-major; `param_grad` holds their sum).
+    /// The numbers are those of [`Potential::evaluate`] for the same
+    /// neighbourhoods: it runs the same kernel.
+    pub fn evaluate_local(
+        &self,
+        types: &[usize],
+        moments: &[f64],
+        nl: &NeighborList,
+        opts: EvalOptions,
+        site_rows: bool,
+    ) -> Result<(Output, Vec<f64>)> {
+        let n = types.len();
+        if moments.len() != n || nl.n_atoms() > n || nl.offsets.last().copied().unwrap_or(0) != nl.index.len()
+            || nl.vec.len() != nl.index.len()
+            || nl.offsets.first().is_some_and(|&o| o != 0)
+            || nl.offsets.windows(2).any(|w| w[1] < w[0])
+        {
+            return Err(MmtpError::Shape(format!(
+                "{} centres, {n} types, {} moments, {} neighbour entries",
+                nl.n_atoms(),
+                moments.len(),
+                nl.index.len()
+            )));
+        }
+        if let Some(&t) = types.iter().find(|&&t| t >= self.n_species) {
+            return Err(MmtpError::Value(format!("species index {t}, but the potential has {} species", self.n_species)));
+        }
+        if let Some(&j) = nl.index.iter().find(|&&j| j >= n) {
+            return Err(MmtpError::Value(format!("neighbour index {j} beyond the {n} atoms")));
+        }
+        if let Some(k) = moments.iter().position(|m| !m.is_finite()) {
+            return Err(MmtpError::Value(format!("magnetic moment of atom {k} is not finite: {}", moments[k])));
+        }
+        let (acc, rows) = if site_rows {
+            self.run_sites(types, nl, moments, opts)
+        } else {
+            (self.run(types, nl, &nl.vec, moments, opts.symmetrize, opts), Vec::new())
+        };
+        let nc = nl.n_atoms();
+        let mut site = acc.site;
+        site.truncate(nc);
+        let out = Output {
+            energy: site.iter().sum(),
+            site_energies: site,
+            forces: acc.dedr.iter().map(|g| [-g[0], -g[1], -g[2]]).collect(),
+            virial: acc.virial,
+            dedm: acc.dedm,
+            param_grad: acc.grad,
+            n_close_atoms: 0,
+            n_moments_outside: 0,
+            n_pairs: nl.n_pairs(),
+        };
+        Ok((out, rows))
     }
 
     /// dE/dtheta and its exact derivative along a direction in configuration

@@ -282,3 +282,61 @@ fn loss_gradient_matches_finite_differences_for_every_term() {
         }
     }
 }
+
+/// A domain's view (centres plus one ghost atom per neighbour entry, as an MD
+/// engine's domain decomposition gives it) evaluated by `evaluate_local`,
+/// ghost contributions summed back into their owners, equals `evaluate`.
+#[test]
+fn local_evaluation_with_ghost_atoms_equals_evaluate() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for &(ns, npsi, sym) in &[(2, 3, true), (2, 2, false), (1, 1, true)] {
+        let pot = random_potential(&mut rng, ns, npsi);
+        let cfg = random_config(&mut rng, 7, ns, [true; 3]);
+        let nl = pot.neighbors(&cfg).unwrap();
+        let n = cfg.positions.len();
+        let opts = EvalOptions::new(sym, true);
+        let full = pot.evaluate(&cfg, opts).unwrap();
+        let (rows_ref_out, rows_ref) = pot.evaluate_with_sites(&cfg, &nl, opts);
+        // ghosts: neighbour entry k becomes atom n + k, an image of nl.index[k]
+        let mut types = cfg.types.clone();
+        let mut moments = cfg.moments.clone();
+        let mut local = nl.clone();
+        for k in 0..nl.n_pairs() {
+            types.push(cfg.types[nl.index[k]]);
+            moments.push(cfg.moments[nl.index[k]]);
+            local.index[k] = n + k;
+        }
+        let (out, rows) = pot.evaluate_local(&types, &moments, &local, opts, true).unwrap();
+        assert_eq!(out.site_energies.len(), n);
+        assert_eq!(out.forces.len(), n + nl.n_pairs());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + a.abs().max(b.abs()));
+        assert!(close(out.energy, full.energy));
+        let mut f = out.forces[..n].to_vec();
+        let mut dedm = out.dedm[..n].to_vec();
+        for k in 0..nl.n_pairs() {
+            for a in 0..3 {
+                f[nl.index[k]][a] += out.forces[n + k][a];
+            }
+            dedm[nl.index[k]] += out.dedm[n + k];
+        }
+        for i in 0..n {
+            assert!(close(dedm[i], full.dedm[i]));
+            for a in 0..3 {
+                assert!(close(f[i][a], full.forces[i][a]), "force {i} {a}: {} vs {}", f[i][a], full.forces[i][a]);
+            }
+        }
+        for a in 0..3 {
+            for b in 0..3 {
+                assert!(close(out.virial[a][b], full.virial[a][b]));
+            }
+        }
+        for (x, y) in out.param_grad.iter().zip(&rows_ref_out.param_grad) {
+            assert!(close(*x, *y));
+        }
+        for (x, y) in rows.iter().zip(&rows_ref) {
+            assert!(close(*x, *y));
+        }
+        // bad input is an error, not a panic
+        assert!(pot.evaluate_local(&types[..n], &moments[..n], &local, opts, false).is_err());
+    }
+}
