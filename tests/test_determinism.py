@@ -86,9 +86,9 @@ def test_cli_train_twice_gives_byte_identical_potentials(tmp_path, threads):
     for run, n in (("a", 2), ("b", 2), ("c", 1)):
         threads(n)
         (tmp_path / f"{run}.toml").write_text(
-            '[data]\ntrain = ["train.xyz"]\nvalid_fraction = 0.25\n'
+            '[data]\ntrain = ["train.xyz"]\n'
             '[model]\nlevel = 6\nradial_basis_size = 4\nmax_dist = 4.5\n'
-            f'[fit]\nmax_iter = 15\nrestarts = 2\nseed = 3\n[output]\ndir = "{run}"\nplots = false\n')
+            f'[fit]\nmax_iter = 15\nrestarts = 2\nseed = 3\nvalid_fraction = 0.25\n[output]\ndir = "{run}"\nplots = false\n')
         args = parse_args(["train", str(tmp_path / f"{run}.toml"), "--quiet"])
         args.func(args)
         files.append([(tmp_path / run / name).read_bytes() for name in ("potential.json", "potential.mtp")])

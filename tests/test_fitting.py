@@ -228,9 +228,9 @@ def test_cli_train_end_to_end_and_resume(tmp_path):
     imgs = label_with(ReferenceModel.preset("CrN"), crn_configs(8, seed=6))
     write(tmp_path / "train.xyz", imgs, format="extxyz")
     (tmp_path / "fit.toml").write_text(
-        '[data]\ntrain = ["train.xyz"]\nvalid_fraction = 0.25\n'
+        '[data]\ntrain = ["train.xyz"]\n'
         '[model]\nlevel = 6\nradial_basis_size = 4\nmax_dist = 4.5\n'
-        '[fit]\nmax_iter = 15\nrestarts = 2\nseed = 3\n[output]\ndir = "out"\n')
+        '[fit]\nmax_iter = 15\nrestarts = 2\nseed = 3\nvalid_fraction = 0.25\n[output]\ndir = "out"\n')
     args = parse_args(["train", str(tmp_path / "fit.toml"), "--quiet"])
     doc = args.func(args)
     out = tmp_path / "out"

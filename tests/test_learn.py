@@ -164,6 +164,26 @@ def test_failing_oracle_jobs_are_reported_and_left_out(tmp_path):
     ("[[stage]]\nkind = 'md'\ngamma_low = 20\ngamma_up = 10\n", "gamma_low"),
     ("[[stage]]\nkind = 'md'\n[limits]\nmax_selected = 0\n", "max_selected"),
     ("this is not toml", "invalid TOML"),
+    # typos and nonsense are rejected at load time, before anything is labelled
+    ("[[stage]]\nkind = 'md'\n[initial]\nscale = [1.0]\n", r"\[initial\]: unknown key\(s\) \['scale'\]"),
+    ("[[stage]]\nkind = 'md'\n[test]\nn = 4\ntemps = [300.0]\n", r"\[test\]: unknown key\(s\) \['temps'\]"),
+    ("[[stage]]\nkind = 'md'\n[executor]\nkind = 'process'\nworker = 2\n", r"\[executor\].*'worker'"),
+    ("[[stage]]\nkind = 'md'\n[model]\nlevle = 12\n", r"\[model\].*'levle'"),
+    ("[[stage]]\nkind = 'md'\n[fit]\nmax_iters = 5\n", r"\[fit\].*'max_iters'"),
+    ("[[stage]]\nkind = 'md'\n[active]\nmod = 'neighborhood'\n", r"\[active\].*'mod'"),
+    ("[[stage]]\nkind = 'md'\nsteps = -5\n", r"steps must be >= 0"),
+    ("[[stage]]\nkind = 'md'\nsteps = 2.5\n", r"steps must be an integer"),
+    ("[[stage]]\nkind = 'md'\ntemperatures = []\n", r"temperatures must not be empty"),
+    ("[[stage]]\nkind = 'md'\nthermostat = 'berendsen'\n", r"thermostat must be one of"),
+    ("[[stage]]\nkind = 'md'\nstarts = ['FM', 'AFMM']\n", r"unknown state 'AFMM'"),
+    ("[[stage]]\nkind = 'md'\n[oracle]\nkind = 'reference'\npreset = 'CrNN'\n", r"unknown reference-model preset"),
+    ("[system]\nprototype = 'bcc'\nsymbols = ['Fe']\na0 = 2.83\n[[stage]]\nkind = 'md'\n", r"has no parameters for \['Fe'\]"),
+    ("[system]\nmoments = { Cr = 2.4, Xx = 1.0 }\n[[stage]]\nkind = 'md'\n", r"'Xx' is not a chemical symbol"),
+    ("[[stage]]\nkind = 'md'\n[limits]\nmax_iterations = 'ten'\n", r"max_iterations must be an integer"),
+    ("[[stage]]\nkind = 'md'\n[fit]\nweights = [1.0, 0.01, 0.001, 0.1]\n", r"weights must be a table"),
+    ("[[stage]]\nkind = 'md'\n[fit]\nweights = { energy = 1.0, force = 0.01 }\n", r"weights: unknown key"),
+    ("[[stage]]\nkind = 'md'\n[model]\nmax_moment = { Cr = 3.2 }\n", r"max_moment has no value for \['N'\]"),
+    ("[system]\nstructure = 'missing.vasp'\n[[stage]]\nkind = 'md'\n", r"missing.vasp: cannot read"),
 ])
 def test_bad_configuration_files_give_clear_errors(tmp_path, text, match):
     p = tmp_path / "bad.toml"
@@ -184,3 +204,88 @@ def test_cli_runs_the_loop(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["iterations"][0]["iteration"] == 0
     assert main(["learn", str(tmp_path / "nope.toml")]) == 2
+
+
+def test_check_flag_validates_without_running(tmp_path, capsys):
+    from mmtp_rs.cli.main import main
+
+    p = tmp_path / "cfg.toml"
+    p.write_text(TINY)
+    assert main(["learn", str(p), "--check"]) == 0
+    assert "valid" in capsys.readouterr().out and not (tmp_path / "runs").exists()
+    p.write_text(TINY.replace("max_selected = 6", "max_selected = -6"))
+    assert main(["learn", str(p), "--check"]) == 2
+    assert "max_selected must be >= 1" in capsys.readouterr().err
+
+
+POSCAR_CFG = """
+name = "poscar"
+seed = 5
+[[phase]]
+name = "crn-file"
+structure = "crn.vasp"          # relative to this file
+supercell = [2, 1, 1]
+moments = { Cr = 2.4, N = 0.0 }
+signs = { stripes = [1, 1, -1, -1, 0, 0, 0, 0] }
+[[phase]]
+name = "crn-proto"
+prototype = "rocksalt"
+symbols = ["Cr", "N"]
+a0 = 4.2
+supercell = [1, 1, 2]
+moments = { Cr = 2.4, N = 0.0 }
+[model]
+level = 6
+radial_basis_size = 4
+max_dist = 4.6
+max_moment = { Cr = 3.2, N = 0.1 }
+[fit]
+max_iter = 20
+[initial]
+scales = [1.0]
+states = ["FM", "random"]
+per_state = 1
+[[stage]]
+kind = "relax"
+starts = ["FM", "AFM"]
+steps = 5
+[limits]
+max_iterations = 1
+max_selected = 2
+[validate]
+enabled = false
+"""
+
+
+def test_any_structure_file_and_several_phases(tmp_path):
+    """A learn config built on a POSCAR (plus a prototype phase) passes --check and runs."""
+    from ase.build import bulk
+    from ase.io import write
+
+    from mmtp_rs.cli.main import main
+
+    cell = bulk("CrN", "rocksalt", a=4.15, cubic=True)
+    write(tmp_path / "crn.vasp", cell, format="vasp", direct=True)
+    p = tmp_path / "cfg.toml"
+    p.write_text(POSCAR_CFG)
+    with pytest.raises(ConfigError, match=r"signs.stripes: need 8 entries of \+1 or -1"):
+        LearnConfig.from_toml(p)
+    p.write_text(POSCAR_CFG.replace("[1, 1, -1, -1, 0, 0, 0, 0]", "[1, 1, -1, -1, 1, 1, 1, 1]")
+                 .replace('starts = ["FM", "AFM"]', 'starts = ["FM", "stripes"]'))
+    with pytest.raises(ConfigError, match="unknown state 'stripes'"):
+        LearnConfig.from_toml(p)  # the second phase has no such signs
+    text = POSCAR_CFG.replace("[1, 1, -1, -1, 0, 0, 0, 0]", "[1, 1, -1, -1, 1, 1, 1, 1]")
+    p.write_text(text)
+    cfg = LearnConfig.from_toml(p)
+    assert [len(ph.cell()) for ph in cfg.phases] == [16, 16]
+    assert cfg.phases[0].structure == str(tmp_path / "crn.vasp")
+    m = cfg.phases[0].state(cfg.phases[0].cell(), "stripes")
+    cr = np.array(cell.get_chemical_symbols()) == "Cr"
+    assert list(np.sign(m[:8])) == list(np.where(cr, [1, 1, -1, -1, 1, 1, 1, 1], 0))  # N carries no moment
+    assert np.array_equal(m[8:], m[:8])  # tiled over the supercell
+    assert main(["learn", str(p), "--check"]) == 0
+    summary = Learner(cfg, tmp_path / "run", quiet=True).run()
+    its = summary["iterations"]
+    assert its and its[0]["training_size"] == 2 * 2  # two phases x two initial states
+    runs = json.loads((tmp_path / "run" / "iter_000" / "pool.json").read_text())["runs"]
+    assert {r["phase"] for r in runs} == {0, 1}

@@ -14,7 +14,6 @@ learn report's own validation, so this is a held-out check. On main a57adc1
 import pytest
 
 from mmtp_rs import MMTPCalculator
-from mmtp_rs.loop.config import SystemConfig
 from mmtp_rs.loop.structures import prototype_cell
 from mmtp_rs.oracles.reference import ReferenceCalculator
 from mmtp_rs.properties.validation import ValidationOptions, validate
@@ -26,11 +25,11 @@ pytestmark = pytest.mark.slow
 def validation(main_job):
     cfg, pot = main_job
     s = cfg.system
-    one = SystemConfig(**{**s.__dict__, "supercell": [1, 1, 1]})
     opts = ValidationOptions(lattice=[4.05, 4.10, 4.15, 4.20, 4.25], states=["AFM", "FM", "random"], n_random=3,
                              elastic_states=["FM", "AFM", "PM"], elastic_lattice=4.15, pm_states=5, seed=2024)
     return validate(MMTPCalculator(pot), ReferenceCalculator("CrN"), lambda a: prototype_cell(s, a / s.a0),
-                    moment=dict(s.moments), opts=opts, elastic_cell=lambda a: prototype_cell(one, a / s.a0))
+                    moment=dict(s.moments), opts=opts,
+                    elastic_cell=lambda a: prototype_cell(s, a / s.a0, supercell=[1, 1, 1]))
 
 
 def test_equilibrated_moments_match_the_reference(validation):

@@ -247,7 +247,6 @@ STRUCTURE: dict[str, Key] = {
     "a0": Key("float", lo=0.5, hi=50.0),  # Å, prototype lattice parameter
     "supercell": Key("ints", lambda: [1, 1, 1], lo=1, hi=64, length=3),
     "moments": Key("moments", lambda: {}, lo=0.0, hi=20.0),  # μB, starting magnitudes per species
-    "states": Key("strs", lambda: ["FM", "AFM", "random"], nonempty=True),
     "afm_direction": Key("any"),  # name of a rock-salt ordering or a Cartesian normal (default AFM1 / [0, 0, 1])
     "afm_layers": Key("int", 1, lo=1, hi=16),
     "signs": Key("table", lambda: {}),  # named explicit states: {name = [+1, -1, ...] per atom of the cell}

@@ -77,14 +77,14 @@ def add_cli(sub) -> None:
     s = sub.add_parser("select", help="choose configurations to label from a pool by maxvol (MLIP's select-add)")
     common(s)
     s.add_argument("pool", help="preselected configurations (.cfg or extxyz)")
-    s.add_argument("-o", "--output", required=True, help="selected configurations (.cfg or extxyz)")
+    s.add_argument("-o", "--out", "--output", dest="output", required=True, help="selected configurations (.cfg or extxyz)")
     s.add_argument("--limit", type=int, default=None, help="select at most this many configurations")
     s.add_argument("--tol", type=float, default=1e-3, help="swap while |c| > 1 + tol")
     s.set_defaults(func=_cli_select)
     g = sub.add_parser("grade", help="extrapolation grades of configurations (MLIP's calc-grade)")
     common(g)
     g.add_argument("configurations", help="configurations to grade (.cfg or extxyz)")
-    g.add_argument("-o", "--output", default=None, help="write them with MV_grade (and nbh_grades)")
+    g.add_argument("-o", "--out", "--output", dest="output", default=None, help="write them with MV_grade (and nbh_grades)")
     g.set_defaults(func=_cli_grade, tol=None)
 
 

@@ -7,7 +7,6 @@ flags override the file. Sections and keys of the file (all optional but
     [data]
     train = ["train.cfg"]          # .cfg or extxyz files (paths relative to the TOML file)
     valid = []                     # separate validation files; else a random split:
-    valid_fraction = 0.1
     species = ["N", "Cr"]          # type order (needed for .cfg); default: species in the data
 
     [model]
@@ -30,6 +29,7 @@ flags override the file. Sections and keys of the file (all optional but
     patience = 100
     linear_solve = "auto"          # hessian, cg, none
     seed = 0
+    valid_fraction = 0.1           # random validation split when [data] valid is empty
 
     [output]
     dir = "mmtp_fit"
@@ -48,21 +48,23 @@ import json
 import sys
 from pathlib import Path
 
+from mmtp_rs.config import MODEL, ConfigError, Key, check_fit, check_table, read_toml
+
 
 DEFAULTS = {
-    "data": {"train": [], "valid": [], "valid_fraction": 0.1, "species": None},
+    "data": {"train": [], "valid": [], "species": None},
     "model": {"init": None, "level": 16, "radial_basis_size": 8, "magnetic_basis_size": 2, "min_dist": None,
               "max_dist": 5.0, "max_moment": None},
     "fit": {"weights": {"energy": 1.0, "forces": 0.01, "stress": 0.001, "magnetic_forces": 0.1},
             "energy_per_atom": False, "regularization": 0.0, "optimizer": "auto", "max_iter": 1000,
             "restarts": 1, "restart_scale": 0.3, "patience": 100, "linear_solve": "auto", "seed": 0,
-            "checkpoint_interval": 30.0},
+            "checkpoint_interval": 30.0, "valid_fraction": 0.1},
     "output": {"dir": "mmtp_fit", "plots": True},
 }
 
 # flag dest -> (section, key)
 _FLAGS = {
-    "data": ("data", "train"), "valid_data": ("data", "valid"), "valid_fraction": ("data", "valid_fraction"),
+    "data": ("data", "train"), "valid_data": ("data", "valid"), "valid_fraction": ("fit", "valid_fraction"),
     "species": ("data", "species"), "init": ("model", "init"), "level": ("model", "level"),
     "radial_basis_size": ("model", "radial_basis_size"), "magnetic_basis_size": ("model", "magnetic_basis_size"),
     "min_dist": ("model", "min_dist"), "max_dist": ("model", "max_dist"), "max_moment": ("model", "max_moment"),
@@ -73,35 +75,43 @@ _FLAGS = {
     "checkpoint_interval": ("fit", "checkpoint_interval"), "output": ("output", "dir"), "plots": ("output", "plots"),
 }
 
+_DATA = {"train": Key("any"), "valid": Key("any"), "species": Key("strs", nonempty=True)}
+_OUTPUT = {"dir": Key("path"), "plots": Key("bool", True)}
+
+
+def _paths(v, where: str, base: Path) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ConfigError(f"{where} must be a file name or a list of file names, got {v!r}")
+    return [str(base / x) for x in v]
+
 
 def _load_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib
-    with open(path, "rb") as fh:
-        doc = tomllib.load(fh)
+    """The settings file, checked with the shared schemas ([model], [fit]); paths relative to the file."""
+    doc = read_toml(path)
     unknown = set(doc) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)} (known: {sorted(DEFAULTS)})")
-    for sec, vals in doc.items():
-        bad = set(vals) - set(DEFAULTS[sec])
-        if bad:
-            raise ValueError(f"{path}: unknown keys {sorted(bad)} in [{sec}]")
-    base = path.parent
-    for key in ("train", "valid"):  # paths relative to the TOML file
-        v = doc.get("data", {}).get(key)
-        if isinstance(v, str):
-            v = [v]
-        if v is not None:
-            doc["data"][key] = [str(base / p) for p in v]
-    init = doc.get("model", {}).get("init")
-    if init:
-        doc["model"]["init"] = str(base / init)
-    out = doc.get("output", {}).get("dir")
-    if out:
-        doc["output"]["dir"] = str(base / out)
-    return doc
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+    base = path.resolve().parent
+    out: dict = {}
+    if "data" in doc:
+        raw = dict(doc["data"])
+        if "valid_fraction" in raw:
+            raise ConfigError(f"{path}: [data] valid_fraction: it belongs to [fit] (the same key as in mmtp learn)")
+        d = check_table(raw, _DATA, f"{path}: [data]", base)
+        out["data"] = {k: (_paths(d[k], f"{path}: [data] {k}", base) if k in ("train", "valid") and d[k] is not None
+                           else d[k]) for k in raw}
+    if "model" in doc:
+        m = check_table(doc["model"], MODEL, f"{path}: [model]", base)
+        out["model"] = {k: m[k] for k in doc["model"]}
+    if "fit" in doc:
+        f = check_fit(doc["fit"], f"{path}: [fit]")
+        out["fit"] = {k: f[k] for k in doc["fit"]}
+    if "output" in doc:
+        o = check_table(doc["output"], _OUTPUT, f"{path}: [output]", base)
+        out["output"] = {k: o[k] for k in doc["output"]}
+    return out
 
 
 def _parse_moment(values):
@@ -147,6 +157,11 @@ def run(args: argparse.Namespace) -> dict:
 
     cfg = settings_from_args(args)
     d, m, f, o = cfg["data"], cfg["model"], cfg["fit"], cfg["output"]
+    if getattr(args, "check", False):
+        msg = (f"training data {d['train']}, level {m['level']}, max_iter {f['max_iter']}, restarts {f['restarts']}, "
+               f"output {o['dir']}")
+        print(f"{getattr(args, 'config', None) or 'flags'}: valid. {msg}")
+        return {"valid": True, "summary": msg}
     quiet = bool(getattr(args, "quiet", False))
     outdir = Path(o["dir"])
     outdir.mkdir(parents=True, exist_ok=True)
@@ -154,8 +169,8 @@ def run(args: argparse.Namespace) -> dict:
     data = Dataset.read(d["train"], species=species)
     if d["valid"]:
         train, valid = data, Dataset.read(d["valid"], species=species)
-    elif d["valid_fraction"] and len(data) >= 2:
-        train, valid = data.split(float(d["valid_fraction"]), seed=int(f["seed"]))
+    elif f["valid_fraction"] and len(data) >= 2:
+        train, valid = data.split(float(f["valid_fraction"]), seed=int(f["seed"]))
     else:
         train, valid = data, None
     if m["init"]:
@@ -228,7 +243,8 @@ def add_cli(sub) -> None:
     t.add_argument("--linear-solve", choices=["auto", "hessian", "cg", "none"], default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--checkpoint-interval", type=float, default=None, help="seconds between checkpoints")
-    t.add_argument("--output", "-o", default=None, help="output directory (default mmtp_fit)")
+    t.add_argument("--out", "--output", "-o", dest="output", default=None, help="output directory (default mmtp_fit)")
+    t.add_argument("--check", action="store_true", help="validate the settings and exit (0: valid)")
     t.add_argument("--no-plots", dest="plots", action="store_const", const=False, default=None)
     t.add_argument("--quiet", "-q", action="store_true")
     t.set_defaults(func=run)

@@ -38,7 +38,7 @@ from ase import Atoms
 from mmtp_rs.fitting.data import Dataset
 from mmtp_rs.io.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from mmtp_rs.io.images import read_images, write_images
-from mmtp_rs.loop.config import ConfigError, LearnConfig, StageConfig, SystemConfig, validation_options
+from mmtp_rs.loop.config import ConfigError, LearnConfig, StageConfig, validation_options
 from mmtp_rs.loop.structures import initial_training_set, prototype_cell, random_moment_start, random_strain, with_state
 from mmtp_rs.simulate import default_thresholds
 
@@ -54,10 +54,10 @@ def run_validation(cfg: LearnConfig, pot, outdir: Path, oracle_workdir: Path | N
 
     opts = validation_options(cfg)
     s = cfg.system
-    one = SystemConfig(**{**s.__dict__, "supercell": [1, 1, 1]})
+    a0 = s.reference_length
     rep = validate(MMTPCalculator(pot), oracle_calculator(cfg.oracle, oracle_workdir),
-                   structure=lambda a: prototype_cell(s, a / s.a0), moment=dict(s.moments), opts=opts,
-                   elastic_cell=lambda a: prototype_cell(one, a / s.a0), progress=progress)
+                   structure=lambda a: s.cell(a / a0), moment=dict(s.moments), opts=opts,
+                   elastic_cell=lambda a: s.cell(a / a0, supercell=[1, 1, 1]), progress=progress)
     rep["files"] = write_validation(rep, outdir)
     return rep
 
@@ -183,8 +183,12 @@ class Learner:
             pot = make_potential(data, species=species, seed=self.cfg.seed, **m)
         else:
             pot = previous  # warm start from the last iteration's fit
-        f = dict(self.cfg.fit)
-        valid_fraction = float(f.pop("valid_fraction", 0.0))
+        from mmtp_rs.config import fit_arguments
+
+        valid_fraction = float(self.cfg.fit.get("valid_fraction", 0.0))
+        f = fit_arguments(self.cfg.fit)
+        f.pop("seed", None)  # each iteration's fit is seeded by the run's seed and the iteration
+        f.pop("checkpoint_interval", None)  # the loop checkpoints every 5 s
         train, valid = (data.split(valid_fraction, seed=self.cfg.seed + k) if valid_fraction > 0 else (data, None))
         t0 = time.perf_counter()
         res = fit(pot, train, valid, checkpoint=d / "fit_checkpoint.json", checkpoint_interval=5.0, quiet=True,
@@ -221,14 +225,14 @@ class Learner:
         pool: list[Atoms] = []
         runs = []
         grades: list[float] = []
-        for r, (si, st, scale, start, temp) in enumerate(self.simulation_plan()):
+        for r, (pi, si, st, scale, start, temp) in enumerate(self.simulation_plan()):
             # every run has its own random stream and its own files: a killed phase
             # resumes at the first unfinished run and ends as an uninterrupted one
             r_images, r_info = runs_dir / f"run_{r:04d}.extxyz", runs_dir / f"run_{r:04d}.json"
             if r_images.exists() and r_info.exists():
                 pre, desc = read_images(r_images), json.loads(r_info.read_text())
             else:
-                pre, desc = self.simulate_one(r, k, calc, pot, mmax, si, st, scale, start, temp)
+                pre, desc = self.simulate_one(r, k, calc, pot, mmax, pi, si, st, scale, start, temp)
                 write_images(r_images, pre)
                 write_json(r_info, desc)
             pool += pre
@@ -240,22 +244,24 @@ class Learner:
         return pool, info
 
     def simulation_plan(self) -> list[tuple]:
-        """Every simulation of an iteration: (stage index, stage, scale, start, temperature)."""
+        """Every simulation of an iteration: (phase index, stage index, stage, scale, start, temperature)."""
         plan = []
         for si, st in enumerate(self.cfg.stages):
-            for scale in st.scales:
-                for start in st.starts:
-                    for temp in (st.temperatures if st.kind == "md" else [None]):
-                        plan.append((si, st, scale, start, temp))
+            for pi in range(len(self.cfg.phases)):
+                for scale in st.scales:
+                    for start in st.starts:
+                        for temp in (st.temperatures if st.kind == "md" else [None]):
+                            plan.append((pi, si, st, scale, start, temp))
         return plan
 
-    def simulate_one(self, r: int, k: int, calc, pot, mmax: dict, si: int, st: StageConfig, scale: float,
+    def simulate_one(self, r: int, k: int, calc, pot, mmax: dict, pi: int, si: int, st: StageConfig, scale: float,
                      start: str, temp) -> tuple[list[Atoms], dict]:
         """Simulation ``r`` of iteration ``k``; returns its preselected configurations and summary."""
         from mmtp_rs.simulate import two_stage
 
         rng = np.random.default_rng([self.cfg.seed, k, r])
-        a = with_state(prototype_cell(self.cfg.system, scale), self.cfg.system, start, seed=int(rng.integers(1 << 31)))
+        phase = self.cfg.phases[pi]
+        a = with_state(prototype_cell(phase, scale), phase, start, seed=int(rng.integers(1 << 31)))
         if st.kind == "md":
             kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs, thermostat=st.thermostat,
                       seed=int(rng.integers(1 << 31)))
@@ -274,10 +280,12 @@ class Learner:
         pre = [_plain(p) for p in res.preselected]
         for p in pre:
             p.info["run"] = r
-        desc = {"stage": si, "kind": st.kind, "scale": scale, "start": start, "temperature": temp, **res.summary()}
+        desc = {"phase": pi, "stage": si, "kind": st.kind, "scale": scale, "start": start, "temperature": temp,
+                **res.summary()}
         note = ("stopped: grade > gamma_up" if res.stopped else
                 f"exploded: {res.exploded}" if res.exploded else "completed")
-        self.log(f"iteration {k}: {st.kind} scale={scale} start={start}"
+        where = f" phase={phase.name or pi}" if len(self.cfg.phases) > 1 else ""
+        self.log(f"iteration {k}: {st.kind}{where} scale={scale} start={start}"
                  + (f" T={temp} K" if temp is not None else "")
                  + f": max grade {res.max_grade:.3g}, preselected {len(pre)}, {note}")
         return pre, desc
@@ -334,8 +342,8 @@ class Learner:
         images = []
         while len(images) < n:
             k = len(images)
-            a = with_state(prototype_cell(self.cfg.system), self.cfg.system, states[k % len(states)],
-                           seed=int(rng.integers(1 << 31)))
+            phase = self.cfg.phases[(k // 3) % len(self.cfg.phases)]
+            a = with_state(prototype_cell(phase), phase, states[k % len(states)], seed=int(rng.integers(1 << 31)))
             a.calc = ReferenceCalculator(self.cfg.oracle.get("preset", "CrN"))
             dyn = Langevin(a, 2.0 * units.fs, temperature_K=temps[k % len(temps)], friction=0.02,
                            rng=np.random.default_rng(int(rng.integers(1 << 31))), fixcm=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
 
 from mmtp_rs.loop.config import LearnConfig, SystemConfig
 from mmtp_rs.magnetism.stage1 import SIGN_THRESHOLD
@@ -13,25 +12,15 @@ from mmtp_rs.magnetism.stage1 import SIGN_THRESHOLD
 __all__ = ["prototype_cell", "with_state", "species_max_moment", "perturb_moments", "initial_training_set", "random_strain", "random_moment_start"]
 
 
-def prototype_cell(s: SystemConfig, scale: float = 1.0) -> Atoms:
-    """The conventional cubic cell of the prototype, repeated, at a0 * scale."""
-    a = s.a0 * scale
-    if s.prototype == "rocksalt":
-        atoms = bulk("".join(s.symbols), "rocksalt", a=a, cubic=True)
-    elif s.prototype == "b2":
-        atoms = bulk("".join(s.symbols), "cesiumchloride", a=a, cubic=True)
-    elif s.prototype == "bcc":
-        atoms = bulk(s.symbols[0], "bcc", a=a, cubic=True)
-    else:
-        atoms = bulk(s.symbols[0], "fcc", a=a, cubic=True)
-    return atoms.repeat([int(k) for k in s.supercell])
+def prototype_cell(s: SystemConfig, scale: float = 1.0, supercell=None) -> Atoms:
+    """The supercell of a phase (prototype or structure file), uniformly scaled by ``scale``."""
+    return s.cell(scale, supercell)
 
 
 def with_state(atoms: Atoms, s: SystemConfig, kind: str, seed: int) -> Atoms:
-    from mmtp_rs.magnetism.states import state_moments
-
+    """A copy of ``atoms`` (a cell of phase ``s``) carrying the moments of state ``kind``."""
     a = atoms.copy()
-    a.set_initial_magnetic_moments(state_moments(a, kind, s.moments, seed=seed))
+    a.set_initial_magnetic_moments(s.state(a, kind, seed=seed))
     return a
 
 
@@ -42,13 +31,13 @@ def species_max_moment(cfg: LearnConfig) -> dict[str, float]:
 
     given = cfg.model.get("max_moment")
     out = {}
-    for sym in cfg.system.symbols:
+    for sym in dict.fromkeys(s for ph in cfg.phases for s in ph.species):
         if isinstance(given, dict) and sym in given:
             out[sym] = float(given[sym])
         elif isinstance(given, (int, float)) and not isinstance(given, bool):
             out[sym] = float(given)
         else:
-            out[sym] = max_moment_rule(abs(float(cfg.system.moments.get(sym, 0.0))))
+            out[sym] = max_moment_rule(max(abs(float(ph.moments.get(sym, 0.0))) for ph in cfg.phases))
     return out
 
 
@@ -85,16 +74,16 @@ def initial_training_set(cfg: LearnConfig) -> list[Atoms]:
     mmax = species_max_moment(cfg)
     rng = np.random.default_rng(cfg.seed)
     out = []
-    for scale in scales:
-        base = prototype_cell(cfg.system, scale)
+    for phase, scale in ((ph, sc) for ph in cfg.phases for sc in scales):
+        base = prototype_cell(phase, scale)
         for k, st in enumerate(states):
             for c in range(per):
-                a = with_state(base, cfg.system, st, seed=int(rng.integers(1 << 31)))
+                a = with_state(base, phase, st, seed=int(rng.integers(1 << 31)))
                 if c > 0 or st.upper() not in ("FM", "AFM"):
                     a.positions += rng.normal(0.0, disp, a.positions.shape)
                     perturb_moments(a, rng, pert, noise, mmax)
                     random_strain(a, rng, strain)
-                a.info["origin"] = f"initial scale={scale} state={st}"
+                a.info["origin"] = f"initial {phase.name or phase.structure or phase.prototype} scale={scale} state={st}"
                 out.append(a)
     return out
 

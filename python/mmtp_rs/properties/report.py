@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from ase import Atoms
 
+from mmtp_rs.config import ConfigError
 from mmtp_rs.magnetism.paramagnetic import convergence, plot_convergence
 from mmtp_rs.properties.elastic import born_stability, cubic_constants, elastic_constants, equilibrium_scale
 from mmtp_rs.properties.phonons import phonons
@@ -76,9 +77,31 @@ def load_config(path_or_dict) -> tuple[dict, Path]:
     else:
         path = Path(path_or_dict)
         raw, base = _toml_load(path), path.resolve().parent
+    where = "config" if isinstance(path_or_dict, Mapping) else str(path_or_dict)
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        raise ConfigError(f"{where}: unknown config sections: {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    extra = {"structure": {"file"}, "phonons": {"nac"}, "calculator": {"potential", "species", "reference"}}
+    for sec, vals in raw.items():
+        if not isinstance(vals, dict):
+            raise ConfigError(f"{where}: [{sec}] must be a table")
+        if sec in ("states", "moments"):
+            continue
+        bad = set(vals) - set(DEFAULTS[sec]) - extra.get(sec, set())
+        if bad:
+            raise ConfigError(f"{where}: [{sec}] unknown key(s) {sorted(bad)}; known: "
+                              f"{sorted(set(DEFAULTS[sec]) | extra.get(sec, set()))}")
+    for name, st in raw.get("states", {}).items():
+        allowed = {"kind", "direction", "n_layers", "n_states", "seed"}
+        if not isinstance(st, dict) or set(st) - allowed:
+            raise ConfigError(f"{where}: [states.{name}] unknown key(s) "
+                              f"{sorted(set(st) - allowed) if isinstance(st, dict) else st}; known: {sorted(allowed)}")
+    for k, v in raw.get("moments", {}).items():
+        if k == "equilibrate":
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}: [moments] equilibrate must be true or false, got {v!r}")
+        elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 20):
+            raise ConfigError(f"{where}: [moments] {k} must be a magnitude in μB (0-20), got {v!r}")
     cfg: dict[str, Any] = {}
     for sec, dflt in DEFAULTS.items():
         if sec == "states":
@@ -88,6 +111,20 @@ def load_config(path_or_dict) -> tuple[dict, Path]:
     if "moments" not in raw or not (set(raw["moments"]) - {"equilibrate"}):
         cfg["moments"].setdefault("Cr", 2.5)
     return cfg, base
+
+
+def check_config(path_or_dict) -> str:
+    """Load and check a properties configuration without computing anything
+    (``mmtp properties --check``); returns a one-line summary."""
+    cfg, base = load_config(path_or_dict)
+    cell = build_structure(cfg["structure"], base)
+    calc = build_calculator(cfg["calculator"], base)
+    setups = _setups(cfg, calc)
+    for st in setups:
+        if st.kind != "PM":
+            st.signed_moments(cell.repeat(cfg["elastic"]["supercell"]))
+    enabled = [k for k in ("elastic", "phonons", "qha", "convergence") if cfg[k].get("enabled", True)]
+    return f"{len(cell)}-atom cell, states {[st.name for st in setups]}, computing {enabled}"
 
 
 def build_structure(scfg: Mapping[str, Any], base: Path) -> Atoms:
