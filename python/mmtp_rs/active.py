@@ -47,6 +47,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from mmtp_rs import _core
+from mmtp_rs.io.images import plain_copy
 from mmtp_rs.model.calculator import MMTPCalculator
 from mmtp_rs.model.potential import MMTPError, Potential
 
@@ -215,7 +216,7 @@ class ActiveSet:
         for k, a in enumerate(images):
             cid = self._next_id - len(images) + k
             if cid in present:
-                self.configs[cid] = _plain_copy(a)
+                self.configs[cid] = plain_copy(a, info_keys=())
         self._prune()
         self.last_report = rep
         return rep
@@ -425,15 +426,6 @@ class ActiveSet:
     def __repr__(self) -> str:
         return (f"ActiveSet(mode={self.mode!r}, m={self.m}, data_rows={self.m - self.n_unit_rows}, "
                 f"configurations={len(self.configs)}, tol={self.tol})")
-
-
-def _plain_copy(a: Atoms) -> Atoms:
-    """Geometry, species, moments (and MLIP types) of ``a``; no calculator, no labels."""
-    b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell.array, pbc=a.pbc)
-    b.set_initial_magnetic_moments(np.asarray(a.get_initial_magnetic_moments(), float).reshape(len(a)))
-    if "mlip_type" in a.arrays:
-        b.arrays["mlip_type"] = np.asarray(a.arrays["mlip_type"]).copy()
-    return b
 
 
 class GradingCalculator(MMTPCalculator):

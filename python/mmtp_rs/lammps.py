@@ -34,6 +34,7 @@ from ase.data import atomic_masses, atomic_numbers
 from mmtp_rs.io.atomic import atomic_write_text
 from mmtp_rs.model.potential import MMTPError, Potential
 
+
 __all__ = ["plugin_dir", "plugin_path", "build_plugin", "write_potential", "write_active_set", "write_data",
            "read_dump", "run_lammps", "run_md", "MDResult"]
 

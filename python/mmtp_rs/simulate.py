@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 from ase import Atoms, units
 
+from mmtp_rs.io.images import plain_copy
+
 
 __all__ = [
     "Thresholds",
@@ -69,13 +71,6 @@ class Thresholds:
             raise ValueError(f"need 0 < gamma_low <= gamma_up, got {self.gamma_low}, {self.gamma_up}")
 
 
-def _snapshot(atoms: Atoms, moments=None) -> Atoms:
-    a = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
-              pbc=atoms.pbc.copy())
-    a.set_initial_magnetic_moments(atoms.get_initial_magnetic_moments() if moments is None else np.asarray(moments))
-    return a
-
-
 def _calculator_grade(atoms: Atoms) -> float:
     calc = atoms.calc
     if calc is None:
@@ -119,7 +114,7 @@ class GradeWatcher:
                 # configuration would only poison the training set (and DFT)
                 self.rejected += 1
             else:
-                snap = _snapshot(atoms, moments)
+                snap = plain_copy(atoms, moments, info_keys=())
                 snap.info["MV_grade"] = g
                 snap.info["stage"] = self.stage
                 self.preselected.append(snap)

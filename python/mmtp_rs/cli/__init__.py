@@ -4,4 +4,5 @@ so tests call ``run()`` directly; :mod:`mmtp_rs.cli.main` holds the entry point.
 
 from mmtp_rs.cli.main import main, parse_args, run
 
+
 __all__ = ["main", "parse_args", "run"]

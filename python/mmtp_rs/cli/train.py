@@ -49,6 +49,7 @@ import sys
 from pathlib import Path
 
 from mmtp_rs.config import MODEL, ConfigError, Key, check_fit, check_table, read_toml
+from mmtp_rs.io.atomic import atomic_write_text
 
 
 DEFAULTS = {
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
     best = res.potential
     best.save(outdir / "potential.json")
     best.save(outdir / "potential.mtp")
-    (outdir / "history.json").write_text(json.dumps(res.to_dict(), indent=1, default=float) + "\n")
+    atomic_write_text(outdir / "history.json", json.dumps(res.to_dict(), indent=1, default=float) + "\n")
     summary = {"settings": cfg, "potential": repr(best), "n_params": best.n_params, "min_dist": best.min_dist,
                "max_moment": best.max_moment, "n_train": len(train), "n_valid": 0 if valid is None else len(valid),
                "best_restart": res.best_restart, "best_iteration": res.best_iteration,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mmtp_rs.fitting.data import Dataset
+from mmtp_rs.io.atomic import atomic_write_text, save_figure
 from mmtp_rs.io.labels import REF_ENERGY, REF_FORCES, REF_MAGNETIC_FORCES, REF_STRESS
 from mmtp_rs.units import EV_A3_TO_GPA
 
@@ -128,7 +129,7 @@ def parity_plots(pot, datasets: dict[str, Dataset], outdir: str | os.PathLike, s
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = outdir / f"{prefix}_{q}.png"
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -141,8 +142,8 @@ def write_report(pot, datasets: dict[str, Dataset], outdir: str | os.PathLike, p
     outdir.mkdir(parents=True, exist_ok=True)
     rep = error_report(pot, datasets, symmetrize)
     doc = {"errors": rep, **(extra or {})}
-    (outdir / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (outdir / "report.md").write_text(to_markdown(rep))
+    atomic_write_text(outdir / "report.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(outdir / "report.md", to_markdown(rep))
     if plots:
         doc["plots"] = [p.name for p in parity_plots(pot, datasets, outdir, symmetrize)]
     return doc

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "save_figure", "remove_stale_temporaries"]
 
 #: Names of the temporary files :func:`atomic_path` creates: ``.<target>.<8 random>[<suffix>]``
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
@@ -75,3 +75,11 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically (PNG by the target's extension)."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix or ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return path

@@ -18,7 +18,7 @@ from ase import Atoms
 from mmtp_rs.io.atomic import atomic_write_text
 
 
-__all__ = ["write_images", "read_images", "images_text"]
+__all__ = ["write_images", "read_images", "images_text", "plain_copy"]
 
 
 def _num(x) -> str:
@@ -97,3 +97,18 @@ def read_images(path: str | Path) -> list[Atoms]:
     for a in images:
         a.calc = None
     return images
+
+
+def plain_copy(atoms: Atoms, moments=None, info_keys=("MV_grade", "stage", "run", "origin")) -> Atoms:
+    """Species, geometry and moments of ``atoms`` (``moments`` if given), plus the
+    listed ``info`` keys and MLIP types; no calculator, no labels, no results."""
+    b = Atoms(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), cell=atoms.cell.array.copy(),
+              pbc=atoms.pbc.copy())
+    m = atoms.get_initial_magnetic_moments() if moments is None else moments
+    b.set_initial_magnetic_moments(np.asarray(m, dtype=float).reshape(len(atoms)))
+    if "mlip_type" in atoms.arrays:
+        b.arrays["mlip_type"] = np.asarray(atoms.arrays["mlip_type"]).copy()
+    for key in info_keys:
+        if key in atoms.info:
+            b.info[key] = atoms.info[key]
+    return b

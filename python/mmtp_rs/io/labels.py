@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
+from ase.stress import full_3x3_to_voigt_6_stress
 
 
 __all__ = [
@@ -71,7 +72,7 @@ def voigt_from_matrix(stress) -> np.ndarray:
     if s.shape == (3, 3):
         if not np.allclose(s, s.T, atol=1e-10 * max(1.0, np.abs(s).max())):
             raise ValueError("stress matrix is not symmetric")
-        return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        return full_3x3_to_voigt_6_stress(s)
     raise ValueError(f"stress must have shape (6,) or (3, 3), got {s.shape}")
 
 

@@ -19,8 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmtp_rs.config import (MODEL, STRUCTURE, ConfigError, Key, check_fit, check_species_map, check_table,
-                            read_toml)
+from mmtp_rs.config import MODEL, STRUCTURE, ConfigError, Key, check_fit, check_species_map, check_table, read_toml
 from mmtp_rs.simulate import DEFAULT_GAMMA_LOW
 
 

@@ -37,7 +37,7 @@ from ase import Atoms
 
 from mmtp_rs.fitting.data import Dataset
 from mmtp_rs.io.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
-from mmtp_rs.io.images import read_images, write_images
+from mmtp_rs.io.images import plain_copy, read_images, write_images
 from mmtp_rs.loop.config import ConfigError, LearnConfig, StageConfig, validation_options
 from mmtp_rs.loop.structures import initial_training_set, prototype_cell, random_moment_start, random_strain, with_state
 from mmtp_rs.simulate import default_thresholds
@@ -277,7 +277,7 @@ class Learner:
                         stage2_thresholds=default_thresholds(st.kind, st.gamma_low, st.gamma_up),
                         equilibrate=st.equilibrate or st.kind == "moments", stage1_options=opts,
                         min_distance=0.75 * pot.min_dist, **kw)
-        pre = [_plain(p) for p in res.preselected]
+        pre = [plain_copy(p) for p in res.preselected]
         for p in pre:
             p.info["run"] = r
         desc = {"phase": pi, "stage": si, "kind": st.kind, "scale": scale, "start": start, "temperature": temp,
@@ -310,7 +310,7 @@ class Learner:
             chosen = sorted(best.values(), key=lambda a: -a.info.get("MV_grade", 0))[: self.cfg.max_selected]
             how = "by grade"
         self.log(f"iteration {k}: selected {len(chosen)} of {len(pool)} preselected configurations {how}")
-        write_images(path, [_plain(a) for a in chosen])
+        write_images(path, [plain_copy(a) for a in chosen])
         return chosen
 
     # ---------------------------------------------------------------- test set and report
@@ -350,7 +350,7 @@ class Learner:
             dyn.run(every * 5)
             for _ in range(min(3, n - len(images))):
                 dyn.run(every)
-                images.append(_plain(a))
+                images.append(plain_copy(a))
         labelled = self.label(images, "held-out test set")
         write_images(path, labelled)
         return labelled
@@ -439,14 +439,5 @@ class Learner:
         if self._executor is not None and hasattr(self._executor, "shutdown"):
             self._executor.shutdown()
         return self.summary
-
-
-def _plain(a: Atoms) -> Atoms:
-    b = Atoms(a.get_chemical_symbols(), positions=a.positions.copy(), cell=a.cell.array.copy(), pbc=a.pbc.copy())
-    b.set_initial_magnetic_moments(a.get_initial_magnetic_moments())
-    for key in ("MV_grade", "stage", "run", "origin"):
-        if key in a.info:
-            b.info[key] = a.info[key]
-    return b
 
 

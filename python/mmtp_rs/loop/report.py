@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mmtp_rs.fitting.data import Dataset
-from mmtp_rs.io.atomic import atomic_write_text
+from mmtp_rs.io.atomic import atomic_write_text, save_figure
 
 
 def _plt():
@@ -86,7 +86,7 @@ def write_learning_report(learner, pot, test: list) -> dict:
         if ax[1].lines:
             ax[1].legend()
         fig.tight_layout()
-        fig.savefig(out / "learning_curve.png", dpi=110)
+        save_figure(fig, out / "learning_curve.png", dpi=110)
         plt.close(fig)
         plots.append("learning_curve.png")
         # grade histograms
@@ -100,7 +100,7 @@ def write_learning_report(learner, pot, test: list) -> dict:
         if ax.patches:
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "grade_histograms.png", dpi=110)
+        save_figure(fig, out / "grade_histograms.png", dpi=110)
         plt.close(fig)
         plots.append("grade_histograms.png")
         if test:

@@ -25,6 +25,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mmtp_rs.io.atomic import save_figure
 from mmtp_rs.magnetism.stage1 import equilibrate_moments
 from mmtp_rs.magnetism.states import magnitudes, random_states
 from mmtp_rs.units import EV_A3_TO_GPA
@@ -242,5 +243,5 @@ def plot_convergence(report: dict, path, title: str = "Paramagnetic average vs n
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

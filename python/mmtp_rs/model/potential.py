@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from mmtp_rs import _core
 from mmtp_rs.io.atomic import atomic_write_text
@@ -396,7 +397,7 @@ class Potential:
             vol = abs(np.linalg.det(atoms.cell.array))
             w = 0.5 * (out["virial"] + out["virial"].T)
             sigma = -w / vol
-            out["stress"] = np.array([sigma[0, 0], sigma[1, 1], sigma[2, 2], sigma[1, 2], sigma[0, 2], sigma[0, 1]])
+            out["stress"] = full_3x3_to_voigt_6_stress(sigma)
         return out
 
     def evaluate(self, atoms, symmetrize: bool | None = None, param_grad: bool = True, moments=None,

@@ -33,6 +33,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from mmtp_rs.oracles.base import Oracle, OracleOutput, SerialExecutor
 
@@ -399,7 +400,7 @@ class ReferenceModel:
             virial = geo["vec"].T @ dedvec  # Σ D_a ∂E/∂D_b
             virial = 0.5 * (virial + virial.T)
             sig = virial / atoms.get_volume()
-            stress = np.array([sig[0, 0], sig[1, 1], sig[2, 2], sig[1, 2], sig[0, 2], sig[0, 1]])
+            stress = full_3x3_to_voigt_6_stress(sig)
         out = {
             "energy": float(energies.sum()),
             "energies": energies,

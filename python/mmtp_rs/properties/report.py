@@ -31,6 +31,7 @@ import numpy as np
 from ase import Atoms
 
 from mmtp_rs.config import ConfigError
+from mmtp_rs.io.atomic import atomic_write_text, save_figure
 from mmtp_rs.magnetism.paramagnetic import convergence, plot_convergence
 from mmtp_rs.properties.elastic import born_stability, cubic_constants, elastic_constants, equilibrium_scale
 from mmtp_rs.properties.phonons import phonons
@@ -277,7 +278,7 @@ def run_report(config, outdir: str | Path | None = None, quiet: bool = False) ->
     tick("report_writing", t0)
     timings["total"] = time.perf_counter() - t_all
     report["timings_s"] = timings
-    (out / "report.json").write_text(json.dumps(_jsonable(report), indent=1))
+    atomic_write_text(out / "report.json", json.dumps(_jsonable(report), indent=1) + "\n")
     _progress(f"report written to {out}", quiet)
     return report
 
@@ -357,7 +358,7 @@ def write_report(report: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    (out / "report.md").write_text(_markdown(report))
+    atomic_write_text(out / "report.md", _markdown(report))
     states = report["states"]
     el = {n: r["elastic"] for n, r in states.items() if "elastic" in r}
     if el:
@@ -373,7 +374,7 @@ def write_report(report: dict, out: Path) -> None:
             ax.set_yticks(range(6), [str(i + 1) for i in range(6)])
             ax.set_title(f"{n}: C_ij (GPa)")
         fig.tight_layout()
-        fig.savefig(out / "elastic.png", dpi=120)
+        save_figure(fig, out / "elastic.png", dpi=120)
         plt.close(fig)
     ph = {n: r["phonons"] for n, r in states.items() if "phonons" in r and "bands" in r["phonons"]}
     if ph:
@@ -408,7 +409,7 @@ def write_report(report: dict, out: Path) -> None:
             else:
                 row[1].axis("off")
         fig.tight_layout()
-        fig.savefig(out / "phonons.png", dpi=120)
+        save_figure(fig, out / "phonons.png", dpi=120)
         plt.close(fig)
     qh = {n: r["qha"] for n, r in states.items() if "qha" in r}
     for key, fname, ylabel, scale in (("alpha_per_K", "thermal_expansion.png", "α (10⁻⁶/K)", 1e6),
@@ -422,7 +423,7 @@ def write_report(report: dict, out: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / fname, dpi=120)
+        save_figure(fig, out / fname, dpi=120)
         plt.close(fig)
     if "pm_convergence" in report:
         plot_convergence(report["pm_convergence"], out / "pm_convergence.png")

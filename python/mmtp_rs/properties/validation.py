@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from ase import Atoms
 
-from mmtp_rs.io.atomic import atomic_write_text
+from mmtp_rs.io.atomic import atomic_write_text, save_figure
 from mmtp_rs.magnetism.stage1 import equilibrate_moments
 from mmtp_rs.magnetism.states import state_moments
 
@@ -306,7 +306,7 @@ def plot_validation(rep: dict, path: str | Path) -> Path | None:
     ax[0].legend(fontsize=7, title="line: potential, o: oracle", title_fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
