@@ -227,3 +227,61 @@ def test_run_md_preselects_and_stops_above_gamma_up(plugin, pot, tmp_path):
     assert abs(aset.grade(last) - last.info["MV_grade"]) <= 1e-8 * last.info["MV_grade"]
     np.testing.assert_allclose(res.preselected[0].get_initial_magnetic_moments(),
                                start.get_initial_magnetic_moments(), atol=1e-4)
+
+
+def test_learning_loop_runs_its_md_stage_in_lammps(plugin, tmp_path):
+    """`[[stage]] engine = "lammps"`: the loop's MD stage runs in LAMMPS (2 MPI ranks), graded at every step."""
+    import json
+
+    from mmtp_rs.loop.config import LearnConfig
+    from mmtp_rs.loop.learner import Learner
+
+    text = """
+name = "lammps-stage"
+seed = 2
+[system]
+prototype = "rocksalt"
+symbols = ["Cr", "N"]
+a0 = 4.15
+supercell = [2, 2, 2]
+moments = { Cr = 2.4, N = 0.0 }
+[model]
+level = 6
+radial_basis_size = 4
+max_dist = 4.6
+max_moment = { Cr = 3.2, N = 0.1 }
+[fit]
+max_iter = 30
+[initial]
+scales = [1.0]
+states = ["FM", "AFM"]
+per_state = 2
+[[stage]]
+kind = "md"
+engine = "lammps"
+nprocs = 2
+starts = ["AFM"]
+temperatures = [600.0]
+steps = 20
+timestep_fs = 1.0
+[active]
+mode = "neighborhood"
+[limits]
+max_iterations = 1
+max_selected = 2
+[validate]
+enabled = false
+"""
+    p = tmp_path / "cfg.toml"
+    p.write_text(text)
+    cfg = LearnConfig.from_toml(p)
+    summary = Learner(cfg, tmp_path / "run", quiet=True).run()
+    runs = json.loads((tmp_path / "run" / "iter_000" / "pool.json").read_text())["runs"]
+    assert runs[0]["engine"] == "lammps" and runs[0]["n_evaluations"] >= 2
+    assert runs[0]["max_grade"] > 0
+    assert summary["iterations"][0]["n_preselected"] == runs[0]["preselected"]
+    p.write_text(text.replace('kind = "md"\nengine', 'kind = "relax"\nengine'))
+    from mmtp_rs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="LAMMPS runs the md stage kind only"):
+        LearnConfig.from_toml(p)

@@ -134,6 +134,8 @@ class StageConfig:
     moment_range: list = field(default_factory=lambda: [0.5, 1.0])  # moments: |m|/M_max of magnetic atoms
     displacement: float = 0.02  # Å, std of random displacements of relax/moments starts
     strain: float = 0.0  # max |component| of a random symmetric cell strain of relax/moments starts
+    engine: str = "ase"  # md: "ase" (in process) or "lammps" (the LAMMPS plugin, over MPI ranks)
+    nprocs: int = 1  # md with engine = "lammps": MPI ranks
 
 
 def _range01(v):
@@ -157,6 +159,8 @@ STAGE = {
     "moment_range": Key("floats", lambda: [0.5, 1.0], length=2, check=_range01),
     "displacement": Key("float", 0.02, lo=0.0, hi=1.0),
     "strain": Key("float", 0.0, lo=0.0, hi=0.3),
+    "engine": Key("str", "ase", choices=("ase", "lammps")),
+    "nprocs": Key("int", 1, lo=1, hi=100_000),
 }
 INITIAL = {
     "scales": Key("floats", lambda: [0.96, 1.0, 1.04], lo=0.5, hi=2.0, nonempty=True),
@@ -262,6 +266,8 @@ class LearnConfig:
             low = sc.gamma_low if sc.gamma_low is not None else DEFAULT_GAMMA_LOW[sc.kind]
             if low > sc.gamma_up:
                 raise ConfigError(f"{where}: need gamma_low <= gamma_up, got {low}, {sc.gamma_up}")
+            if sc.engine == "lammps" and sc.kind != "md":
+                raise ConfigError(f"{where} engine: LAMMPS runs the md stage kind only, got kind {sc.kind!r}")
             bad = [x for x in sc.frozen if x not in species]
             if bad:
                 raise ConfigError(f"{where} frozen: species {bad} are not in the structures ({species})")

@@ -262,6 +262,8 @@ class Learner:
         rng = np.random.default_rng([self.cfg.seed, k, r])
         phase = self.cfg.phases[pi]
         a = with_state(prototype_cell(phase, scale), phase, start, seed=int(rng.integers(1 << 31)))
+        if st.kind == "md" and st.engine == "lammps":
+            return self._simulate_lammps(r, k, calc, pot, pi, si, st, scale, start, temp, a, rng)
         if st.kind == "md":
             kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs, thermostat=st.thermostat,
                       seed=int(rng.integers(1 << 31)))
@@ -288,6 +290,28 @@ class Learner:
         self.log(f"iteration {k}: {st.kind}{where} scale={scale} start={start}"
                  + (f" T={temp} K" if temp is not None else "")
                  + f": max grade {res.max_grade:.3g}, preselected {len(pre)}, {note}")
+        return pre, desc
+
+    def _simulate_lammps(self, r, k, calc, pot, pi, si, st, scale, start, temp, atoms, rng):
+        """Simulation ``r`` as stage 1 + NVT MD in LAMMPS (``engine = "lammps"``), every step graded."""
+        from mmtp_rs.lammps import run_md as lammps_md
+
+        thr = default_thresholds("md", st.gamma_low, st.gamma_up)
+        work = self.iter_dir(k) / "runs" / f"lammps_{r:04d}"
+        res = lammps_md(atoms, pot, calc.active_set, temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs,
+                        gamma_low=thr.gamma_low, gamma_up=thr.gamma_up, stage1=st.equilibrate,
+                        seed=int(rng.integers(1, 1 << 30)), nprocs=st.nprocs, workdir=work)
+        pre = []
+        for p in res.preselected:
+            q = plain_copy(p)
+            q.info.update(stage="md", run=r, MV_grade=float(p.info.get("MV_grade", 0.0)))
+            pre.append(q)
+        desc = {"phase": pi, "stage": si, "kind": st.kind, "scale": scale, "start": start, "temperature": temp,
+                "engine": "lammps", "preselected": len(pre), "rejected": 0, "stopped": bool(res.stopped),
+                "exploded": None, "max_grade": float(res.max_grade), "n_evaluations": int(res.steps) + 1}
+        self.log(f"iteration {k}: md (LAMMPS, {st.nprocs} rank(s)) scale={scale} start={start} T={temp} K: "
+                 f"max grade {res.max_grade:.3g}, preselected {len(pre)}, "
+                 f"{'stopped: grade > gamma_up' if res.stopped else 'completed'}")
         return pre, desc
 
     def select(self, k: int, aset, pool: list[Atoms]) -> list[Atoms]:

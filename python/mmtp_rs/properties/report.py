@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from ase import Atoms
 
-from mmtp_rs.config import ConfigError
+from mmtp_rs.config import ConfigError, read_toml
 from mmtp_rs.io.atomic import atomic_write_text, save_figure
 from mmtp_rs.magnetism.paramagnetic import convergence, plot_convergence
 from mmtp_rs.properties.elastic import born_stability, cubic_constants, elastic_constants, equilibrium_scale
@@ -46,15 +46,6 @@ __all__ = ["EV_A3_TO_GPA", "DEFAULTS", "load_config", "build_structure", "build_
 
 
 # ================================================================ configuration
-def _toml_load(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
-
-
 DEFAULTS: dict[str, Any] = {
     "structure": {"prototype": "rocksalt", "symbols": "CrN", "a": 4.15, "cubic": True, "relax_volume": True},
     "calculator": {"reference": "CrN"},
@@ -77,7 +68,7 @@ def load_config(path_or_dict) -> tuple[dict, Path]:
         raw, base = dict(path_or_dict), Path.cwd()
     else:
         path = Path(path_or_dict)
-        raw, base = _toml_load(path), path.resolve().parent
+        raw, base = read_toml(path), path.resolve().parent
     where = "config" if isinstance(path_or_dict, Mapping) else str(path_or_dict)
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
