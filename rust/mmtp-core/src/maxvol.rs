@@ -392,6 +392,7 @@ impl ActiveMatrix {
         let max_swaps = opts.max_swaps.unwrap_or(50 * m + k);
         let mut rowmax: Vec<f64> = c.par_chunks(m).map(|r| row_argmax(r).0).collect();
         let mut stale = false; // C has been updated since it was last computed fresh
+        let mut inv_stale = false; // rows of A were swapped since A^-1 was last inverted afresh
         let mut rounds = 0;
         // stagnation guard: on an ill-conditioned A, round-off can keep factors a
         // hair above the threshold forever; stop when a window of swaps gains
@@ -418,6 +419,7 @@ impl ActiveMatrix {
                 if stale && rounds < 3 {
                     rounds += 1;
                     self.refresh()?;
+                    inv_stale = false;
                     let fresh = gemm(b, k, m, &self.ainv, m);
                     let drift = fresh
                         .par_chunks(m)
@@ -435,11 +437,14 @@ impl ActiveMatrix {
             let i = best.1;
             let j = row_argmax(&c[i * m..(i + 1) * m]).1;
             let row = &b[i * m..(i + 1) * m];
-            let ci = vecmat(row, &self.ainv, m);
+            // c_i is row i of the running C: no product with A^-1, whose update is
+            // deferred to one fresh inversion when the loop ends
+            let ci = c[i * m..(i + 1) * m].to_vec();
             let cij = ci[j];
             if !(cij.abs() > thr) {
                 // the running C disagrees with a fresh product: recompute and go on
                 self.refresh()?;
+                inv_stale = false;
                 c = gemm(b, k, m, &self.ainv, m);
                 rowmax = c.par_chunks(m).map(|r| row_argmax(r).0).collect();
                 stale = false;
@@ -456,7 +461,10 @@ impl ActiveMatrix {
                     group_count.remove(&groups[old]);
                 }
             }
-            let (_, refreshed) = self.apply_swap(j, row, &ci, ids[i])?;
+            self.a[j * m..(j + 1) * m].copy_from_slice(row);
+            self.ids[j] = ids[i];
+            self.stats.n_swaps += 1;
+            inv_stale = true;
             from_call[j] = Some(i);
             *group_count.entry(groups[i]).or_insert(0) += 1;
             rep.n_swaps += 1;
@@ -475,7 +483,6 @@ impl ActiveMatrix {
             // C is never recomputed inside the loop (that product costs K m^2, a
             // hundred swaps' worth); its round-off only has to be good enough to
             // rank candidates, and the final fresh product below verifies the result
-            let _ = refreshed;
             let mut d: Vec<f64> = ci.iter().map(|x| x / cij).collect();
             d[j] -= 1.0 / cij;
             c.par_chunks_mut(m).zip(rowmax.par_iter_mut()).for_each(|(cr, g)| {
@@ -490,6 +497,9 @@ impl ActiveMatrix {
             cr[j] = 1.0;
             rowmax[i] = 1.0;
             stale = true;
+        }
+        if inv_stale {
+            self.refresh()?;
         }
         rep.max_grade = if stale {
             let g = gemm(b, k, m, &self.ainv, m);
