@@ -1,0 +1,7 @@
+"""``python -m mmtp_rs.cli ...``: the same as the ``mmtp`` command."""
+
+import sys
+
+from mmtp_rs.cli.main import main
+
+sys.exit(main())
