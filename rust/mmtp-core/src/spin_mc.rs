@@ -81,10 +81,9 @@ pub struct SpinSampler {
     /// CSR over atoms i: the atoms whose site energy depends on m_i (i first)
     aff_off: Vec<usize>,
     aff_atoms: Vec<usize>,
-    /// CSR over atoms i: entries k with index[k] == i and the local index of their source
-    rev_off: Vec<usize>,
+    /// CSR over the slots of `aff_atoms`: entries k (j -> i) of each affected atom j
+    slot_off: Vec<usize>,
     rev_entry: Vec<usize>,
-    rev_local: Vec<usize>,
     moments: Vec<f64>,
     m_max: Vec<f64>,
     /// partial sums A[j][s][beta][q]
@@ -97,6 +96,9 @@ pub struct SpinSampler {
     mom: Vec<f64>,
     bm: Vec<f64>,
 }
+
+/// Affected atoms per parallel task of a move (a move has ~50-100).
+const SITES_PER_TASK: usize = 8;
 
 impl SpinSampler {
     /// Build the sampler for `cfg` (checked against the potential). `m_max`
@@ -177,24 +179,28 @@ impl SpinSampler {
             }
         }
         let (mut aff_off, mut aff_atoms) = (vec![0], Vec::new());
-        let (mut rev_off, mut rev_entry, mut rev_local) = (vec![0], Vec::new(), Vec::new());
+        let (mut slot_off, mut rev_entry) = (vec![0], Vec::new());
         for (i, list) in rev.iter_mut().enumerate() {
             list.sort();
-            let start = aff_atoms.len();
+            // slot 0: the atom itself (its own psi_beta, and self-image entries)
             aff_atoms.push(i);
-            for &(j, k) in list.iter() {
-                let local = match aff_atoms[start..].iter().position(|&x| x == j) {
-                    Some(p) => p,
-                    None => {
-                        aff_atoms.push(j);
-                        aff_atoms.len() - 1 - start
+            rev_entry.extend(list.iter().filter(|e| e.0 == i).map(|e| e.1));
+            slot_off.push(rev_entry.len());
+            let mut last = usize::MAX;
+            for &(j, k) in list.iter().filter(|e| e.0 != i) {
+                if j != last {
+                    if last != usize::MAX {
+                        slot_off.push(rev_entry.len());
                     }
-                };
+                    aff_atoms.push(j);
+                    last = j;
+                }
                 rev_entry.push(k);
-                rev_local.push(local);
+            }
+            if last != usize::MAX {
+                slot_off.push(rev_entry.len());
             }
             aff_off.push(aff_atoms.len());
-            rev_off.push(rev_entry.len());
         }
         let signs = if symmetrize { vec![1.0, -1.0] } else { vec![1.0] };
         let weight = 1.0 / signs.len() as f64;
@@ -211,9 +217,8 @@ impl SpinSampler {
             mono,
             aff_off,
             aff_atoms,
-            rev_off,
+            slot_off,
             rev_entry,
-            rev_local,
             moments: cfg.moments.clone(),
             m_max: m_max.to_vec(),
             a: vec![0.0; n * ns * m_ * nb],
@@ -336,8 +341,13 @@ impl SpinSampler {
                 mom[kb] = bm[t];
             }
             mom[nb..].fill(0.0);
+            debug_assert!(mom.len() == p.tables.n_moments);
             for &(a, b, mult, k) in &p.tables.times {
-                mom[k] += mom[a] * mom[b] * mult;
+                // SAFETY: Tables::validate checked every index against n_moments = mom.len()
+                unsafe {
+                    let v = *mom.get_unchecked(a) * *mom.get_unchecked(b) * mult;
+                    *mom.get_unchecked_mut(k) += v;
+                }
             }
             let mut site = s0;
             for (al, &sc) in p.tables.scalars.iter().enumerate() {
@@ -349,15 +359,14 @@ impl SpinSampler {
     }
 
     /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
-    /// new partial sums and site energies stay in the scratch buffers.
+    /// new partial sums and site energies stay in the scratch buffers. The
+    /// affected sites are independent and computed in parallel; the sum runs
+    /// in a fixed order, so the result does not depend on the thread count.
     fn propose(&mut self, i: usize, new_m: f64) -> f64 {
         let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
-        let kmm = self.pot.n_radial * m_ * m_;
         let per = ns * m_ * nb;
         let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
         let naff = a1 - a0;
-        let mut da = std::mem::take(&mut self.da);
-        da[..naff * per].fill(0.0);
         let mut p_old = [0.0; 64];
         let mut p_new = [0.0; 64];
         let mut scr = [0.0; 64];
@@ -369,49 +378,80 @@ impl SpinSampler {
                 dpsi[si][g] = p_new[g] - p_old[g];
             }
         }
-        let kr = self.pot.n_radial;
-        let mut w = vec![0.0; kr * m_];
-        for r in self.rev_off[i]..self.rev_off[i + 1] {
-            let k = self.rev_entry[r];
-            let local = self.rev_local[r];
+        let mut da = std::mem::take(&mut self.da);
+        let mut new_site = std::mem::take(&mut self.new_site);
+        let this = &*self;
+        let work = |l: usize, dal: &mut [f64], bm: &mut Vec<f64>, mom: &mut Vec<f64>| -> f64 {
+            let slot = a0 + l;
+            let j = this.aff_atoms[slot];
+            this.slot_delta(&this.rev_entry[this.slot_off[slot]..this.slot_off[slot + 1]], &dpsi, dal);
+            let mj = if j == i { new_m } else { this.moments[j] };
+            let aj = &this.a[j * per..(j + 1) * per];
+            this.site_energy(j, mj, aj, Some(dal), bm, mom)
+        };
+        let scratch = || (vec![0.0; this.nb], vec![0.0; this.pot.tables.n_moments]);
+        if naff > SITES_PER_TASK && crate::threads::num_threads() > 1 {
+            da[..naff * per]
+                .par_chunks_mut(per * SITES_PER_TASK)
+                .zip(new_site[..naff].par_chunks_mut(SITES_PER_TASK))
+                .enumerate()
+                .for_each_init(scratch, |(bm, mom), (c, (dac, nsc))| {
+                    for (t, (dal, e)) in dac.chunks_mut(per).zip(nsc.iter_mut()).enumerate() {
+                        *e = work(c * SITES_PER_TASK + t, dal, bm, mom);
+                    }
+                });
+        } else {
+            let (mut bm, mut mom) = scratch();
+            for (l, (dal, e)) in da[..naff * per].chunks_mut(per).zip(new_site[..naff].iter_mut()).enumerate() {
+                *e = work(l, dal, &mut bm, &mut mom);
+            }
+        }
+        let mut de = 0.0;
+        for l in 0..naff {
+            de += new_site[l] - self.site[self.aff_atoms[a0 + l]];
+        }
+        self.da = da;
+        self.new_site = new_site;
+        de
+    }
+
+    /// Change of the partial sums of one affected atom from its entries pointing to the moved atom.
+    fn slot_delta(&self, entries: &[usize], dpsi: &[[f64; 64]; 2], dal: &mut [f64]) {
+        let (m_, nb, kr) = (self.pot.n_psi, self.nb, self.pot.n_radial);
+        let kmm = kr * m_ * m_;
+        dal.fill(0.0);
+        let mut wbuf = [0.0f64; 256];
+        let mut wvec;
+        let w: &mut [f64] = if kr * m_ <= wbuf.len() {
+            &mut wbuf[..kr * m_]
+        } else {
+            wvec = vec![0.0; kr * m_];
+            &mut wvec
+        };
+        for &k in entries {
             let rk = &self.rad[k * kmm..(k + 1) * kmm];
             let mk = &self.mono[k * nb..(k + 1) * nb];
-            for si in 0..ns {
+            for si in 0..self.signs.len() {
                 for mu in 0..kr {
                     for b in 0..m_ {
                         let mut x = 0.0;
-                        for g in 0..m_ {
+                        for g in 1..m_ {
+                            // psi_0 = 1 never changes
                             x += rk[(mu * m_ + b) * m_ + g] * dpsi[si][g];
                         }
-                        w[mu * m_ + b] = x;
+                        w[b * kr + mu] = x;
                     }
                 }
                 for b in 0..m_ {
-                    let off = local * per + (si * m_ + b) * nb;
-                    let dst = &mut da[off..off + nb];
-                    for q in 0..nb {
-                        dst[q] += w[self.mu_of[q] * m_ + b] * mk[q];
+                    let off = (si * m_ + b) * nb;
+                    let dst = &mut dal[off..off + nb];
+                    let wb = &w[b * kr..(b + 1) * kr];
+                    for ((d, &mu), &mq) in dst.iter_mut().zip(&self.mu_of).zip(mk) {
+                        *d += wb[mu] * mq;
                     }
                 }
             }
         }
-        let mut mom = std::mem::take(&mut self.mom);
-        let mut bm = std::mem::take(&mut self.bm);
-        let mut new_site = std::mem::take(&mut self.new_site);
-        let mut de = 0.0;
-        for l in 0..naff {
-            let j = self.aff_atoms[a0 + l];
-            let mj = if j == i { new_m } else { self.moments[j] };
-            let aj = &self.a[j * per..(j + 1) * per];
-            let e = self.site_energy(j, mj, aj, Some(&da[l * per..(l + 1) * per]), &mut bm, &mut mom);
-            new_site[l] = e;
-            de += e - self.site[j];
-        }
-        self.mom = mom;
-        self.bm = bm;
-        self.new_site = new_site;
-        self.da = da;
-        de
     }
 
     /// Apply the last proposal for atom `i`.
