@@ -71,17 +71,24 @@ def jackknife(func: Callable[..., float], *series: np.ndarray, n_blocks: int = 1
 
 
 def order_parameters(moments: np.ndarray, pattern: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample M, M_s, M_+ and M_- (μB) of a moment trajectory (S, N);
-    ``pattern`` (N,) is +1/-1 on magnetic atoms and 0 elsewhere."""
+    """Per-sample M, M_s, M_+ and M_- (μB) of a moment trajectory (S, N).
+
+    ``pattern`` (N,) is +1/-1 on magnetic atoms and 0 elsewhere; or (P, N),
+    P symmetry-equivalent patterns (e.g. AFM1 layers normal to x, y and z),
+    and then M_s is the norm of the P staggered magnetisations (each
+    ``Σ s_i m_i / N_m``), which does not depend on the domain the sample
+    orders into. Sublattices come from the first pattern.
+    """
     m = np.atleast_2d(np.asarray(moments, dtype=float))
-    s = np.sign(np.asarray(pattern, dtype=float))
-    mag = s != 0
-    if not mag.any():
-        raise ValueError("the pattern has no magnetic atoms (all zero)")
-    up, dn = s > 0, s < 0
+    s = np.sign(np.atleast_2d(np.asarray(pattern, dtype=float)))
+    mag = s[0] != 0
+    if not mag.any() or np.any((s != 0) != mag):
+        raise ValueError("the patterns must be non-zero on the same (magnetic) atoms, and on at least one")
+    up, dn = s[0] > 0, s[0] < 0
+    stag = m[:, mag] @ s[:, mag].T / mag.sum()
     out = {
         "M": m[:, mag].mean(axis=1),
-        "Ms": (m[:, mag] * s[mag]).mean(axis=1),
+        "Ms": stag[:, 0] if s.shape[0] == 1 else np.linalg.norm(stag, axis=1),
         "M_up": m[:, up].mean(axis=1) if up.any() else np.zeros(len(m)),
         "M_down": m[:, dn].mean(axis=1) if dn.any() else np.zeros(len(m)),
     }
@@ -98,7 +105,7 @@ def thermodynamics(energies: Sequence[float], moments: np.ndarray, pattern: np.n
     """
     e = np.asarray(energies, dtype=float)
     op = order_parameters(moments, pattern)
-    nm = int(np.count_nonzero(np.asarray(pattern) != 0))
+    nm = int(np.count_nonzero(np.atleast_2d(pattern)[0] != 0))
     t = float(temperature_K)
     kt = KB * t if np.isfinite(t) else np.inf
     out: dict[str, float] = {"temperature_K": t, "n_samples": int(e.size)}
