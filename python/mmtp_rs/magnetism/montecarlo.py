@@ -341,12 +341,14 @@ def run_dlm(atoms: Atoms, temperature_K: float, n_cycles: int, md_steps: int = 1
             equilibrate: bool = True, timestep_fs: float = 1.0, friction_per_fs: float = 0.01, seed: int = 0,
             watcher=None, progress: Callable[[int], None] | None = None) -> MagneticSample:
     """DLM-MD: every ``md_steps`` MD steps the signs of the magnetic moments
-    are redrawn 50/50 (magnitudes ``magnitude``: number or per-species mapping,
+    are redrawn 50/50 (exactly half of each species up, as in
+    :func:`~mmtp_rs.magnetism.states.random_collinear` and the paramagnetic
+    average of :mod:`~mmtp_rs.magnetism.paramagnetic`; magnitudes ``magnitude``: number or per-species mapping,
     default the current |m|), the magnitudes are equilibrated with stage 1
     (:func:`~mmtp_rs.magnetism.stage1.equilibrate_moments`, signs kept; off
     with ``equilibrate=False``) and MD continues at those fixed moments. One
     sample (energy, moments) per cycle, taken right after the redraw."""
-    from mmtp_rs.magnetism.states import magnitudes
+    from mmtp_rs.magnetism.states import magnitudes, random_collinear
     from mmtp_rs.simulate import _attach_watch, equilibrate_watched
 
     _check_md_inputs(atoms, temperature_K, n_cycles, md_steps)
@@ -356,7 +358,7 @@ def run_dlm(atoms: Atoms, temperature_K: float, n_cycles: int, md_steps: int = 1
     _attach_watch(dyn, atoms, watcher, f"DLM-MD at {temperature_K} K")
     out = MagneticSample()
     for c in range(int(n_cycles)):
-        m = np.where(rng.random(len(atoms)) < 0.5, -1.0, 1.0) * mag
+        m = random_collinear(atoms, mag, rng)
         atoms.set_initial_magnetic_moments(m)
         if equilibrate:
             m = equilibrate_watched(atoms, watcher)
