@@ -286,3 +286,17 @@ n_samples = 400
         assert (tmp_path / "out" / f).stat().st_size > 0
     cfg.write_text("[scan]\nbogus = 1\n")
     assert main(["magnetism", str(cfg), "--quiet"]) == 2
+
+
+def test_loop_stage_kinds_mdmc_and_dlm(pot):
+    from mmtp_rs.loop.config import LearnConfig
+    from mmtp_rs.simulate import two_stage
+
+    cfg = LearnConfig.from_dict({"stage": [{"kind": "mdmc", "temperatures": [300.0], "steps": 20},
+                                           {"kind": "dlm", "steps": 20}]})
+    assert [s.kind for s in cfg.stages] == ["mdmc", "dlm"]
+    calc = mmtp_rs.MMTPCalculator(pot)
+    for kind in ("mdmc", "dlm"):
+        res = two_stage(crn(1), calc, stage2=kind, grade=lambda a: 0.5, equilibrate=False, temperature_K=300.0,
+                        steps=6, timestep_fs=1.0, seed=0, spin_every=3)
+        assert res.exploded is None and not res.stopped and res.n_evaluations >= 6

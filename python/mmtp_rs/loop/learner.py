@@ -245,7 +245,7 @@ class Learner:
         for si, st in enumerate(self.cfg.stages):
             for scale in st.scales:
                 for start in st.starts:
-                    for temp in (st.temperatures if st.kind == "md" else [None]):
+                    for temp in (st.temperatures if st.kind in ("md", "mdmc", "dlm") else [None]):
                         plan.append((si, st, scale, start, temp))
         return plan
 
@@ -256,7 +256,7 @@ class Learner:
 
         rng = np.random.default_rng([self.cfg.seed, k, r])
         a = with_state(prototype_cell(self.cfg.system, scale), self.cfg.system, start, seed=int(rng.integers(1 << 31)))
-        if st.kind == "md":
+        if st.kind in ("md", "mdmc", "dlm"):
             kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs, thermostat=st.thermostat,
                       seed=int(rng.integers(1 << 31)))
         else:
