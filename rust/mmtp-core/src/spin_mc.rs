@@ -72,12 +72,15 @@ pub struct SpinSampler {
     weight: f64,
     /// number of basic moments
     nb: usize,
-    /// mu of each basic moment (internal order)
-    mu_of: Vec<usize>,
+    /// (mu, length, first basic moment) of the runs of basic moments with one mu (internal order)
+    mu_blocks: Vec<(usize, usize, usize)>,
     /// per neighbour entry: R[mu][beta][gamma]
     rad: Vec<f64>,
-    /// per neighbour entry: monomial of each basic moment (internal order)
-    mono: Vec<f64>,
+    /// per neighbour entry: unit vector r_hat (the monomials are recomputed:
+    /// cheaper than reading them from memory)
+    unit: Vec<[f64; 3]>,
+    /// exponents of the monomial of each basic moment (internal order)
+    mono_exp: Vec<[usize; 3]>,
     /// CSR over atoms i: the atoms whose site energy depends on m_i (i first)
     aff_off: Vec<usize>,
     aff_atoms: Vec<usize>,
@@ -93,12 +96,30 @@ pub struct SpinSampler {
     // scratch
     da: Vec<f64>,
     new_site: Vec<f64>,
-    mom: Vec<f64>,
-    bm: Vec<f64>,
+    mom: Vec<[f64; LANES]>,
 }
 
-/// Affected atoms per parallel task of a move (a move has ~50-100).
-const SITES_PER_TASK: usize = 8;
+/// (atom, sign) pairs whose basis polynomials are evaluated together, one
+/// SIMD lane each; a block of `LANES / n_signs` affected atoms is also the
+/// unit of parallel work of a move (a move has ~50-100 affected atoms).
+const LANES: usize = 16;
+
+/// `mom[k] += mult * mom[a] * mom[b]` over the `times` table, on every lane.
+#[inline(always)]
+fn times_body(times: &[(usize, usize, f64, usize)], mom: &mut [[f64; LANES]]) {
+    for &(a, b, mult, k) in times {
+        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len()
+        unsafe {
+            let ra = *mom.get_unchecked(a);
+            let rb = *mom.get_unchecked(b);
+            let rk = mom.get_unchecked_mut(k);
+            for l in 0..LANES {
+                rk[l] += ra[l] * rb[l] * mult;
+            }
+        }
+    }
+}
+
 
 impl SpinSampler {
     /// Build the sampler for `cfg` (checked against the potential). `m_max`
@@ -122,11 +143,9 @@ impl SpinSampler {
         let nl = pot.neighbors(cfg)?;
         let lay = &pot.layout;
         let nb = lay.perm.len();
-        let mut mu_of = vec![0; nb];
         let mut mono_of = vec![0; nb];
-        for &(mu, ms, len, bs) in &lay.blocks {
+        for &(_, ms, len, bs) in &lay.blocks {
             for t in 0..len {
-                mu_of[bs + t] = mu;
                 mono_of[bs + t] = ms + t;
             }
         }
@@ -135,12 +154,11 @@ impl SpinSampler {
         let block = kr * p_ * m_ * m_;
         let ne = nl.n_pairs();
         let mut rad = vec![0.0; ne * kmm];
-        let mut mono = vec![0.0; ne * nb];
+        let mut unit = vec![[0.0; 3]; ne];
         let (rc, rmin) = (pot.max_dist, pot.min_dist);
         let xs = 2.0 / (rc - rmin);
         let x0 = (rmin + rc) / (rc - rmin);
-        let maxp = lay.max_pow;
-        rad.par_chunks_mut(kmm).zip(mono.par_chunks_mut(nb.max(1))).enumerate().for_each(|(k, (rk, mk))| {
+        rad.par_chunks_mut(kmm).zip(unit.par_iter_mut()).enumerate().for_each(|(k, (rk, uk))| {
             // source atom of entry k
             let j = nl.offsets.partition_point(|&o| o <= k) - 1;
             let zi = cfg.types[j];
@@ -160,16 +178,7 @@ impl SpinSampler {
                     rk[q] += cpair[z * kmm + q] * phi;
                 }
             }
-            let mut pw = vec![[1.0f64; 3]; maxp + 1];
-            for p in 1..=maxp {
-                for a in 0..3 {
-                    pw[p][a] = pw[p - 1][a] * u[a];
-                }
-            }
-            for q in 0..nb {
-                let e = lay.monos[mono_of[q]];
-                mk[q] = pw[e[0]][0] * pw[e[1]][1] * pw[e[2]][2];
-            }
+            *uk = u;
         });
         // reverse lists: for each i, the entries k (source j) with index[k] == i
         let mut rev: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
@@ -212,9 +221,10 @@ impl SpinSampler {
             signs,
             weight,
             nb,
-            mu_of,
+            mu_blocks: lay.blocks.iter().map(|&(mu, _, len, bs)| (mu, len, bs)).collect(),
             rad,
-            mono,
+            unit,
+            mono_exp: mono_of.iter().map(|&q| lay.monos[q]).collect(),
             aff_off,
             aff_atoms,
             slot_off,
@@ -226,8 +236,7 @@ impl SpinSampler {
             rng: ChaCha8Rng::seed_from_u64(seed),
             da: vec![0.0; max_aff * ns * m_ * nb],
             new_site: vec![0.0; max_aff],
-            mom: vec![0.0; pot.tables.n_moments],
-            bm: vec![0.0; nb],
+            mom: Vec::new(),
         };
         s.rebuild(&nl);
         Ok(s)
@@ -266,35 +275,37 @@ impl SpinSampler {
         a.par_chunks_mut(per.max(1)).enumerate().for_each(|(j, aj)| {
             let mut pg = vec![0.0; m_];
             let mut dpg = vec![0.0; m_];
+            let mut mk = vec![0.0; nb];
             for k in nl.range(j) {
                 let i = nl.index[k];
+                this.entry_monos(k, &mut mk);
                 for (si, &s) in this.signs.iter().enumerate() {
                     this.psi(i, this.moments[i] * s, &mut pg, &mut dpg);
                     let rk = &this.rad[k * kmm..(k + 1) * kmm];
-                    let mk = &this.mono[k * nb..(k + 1) * nb];
                     for b in 0..m_ {
                         let dst = &mut aj[(si * m_ + b) * nb..(si * m_ + b + 1) * nb];
-                        for q in 0..nb {
-                            let mu = this.mu_of[q];
+                        for &(mu, len, bs) in &this.mu_blocks {
                             let mut w = 0.0;
                             for g in 0..m_ {
                                 w += rk[(mu * m_ + b) * m_ + g] * pg[g];
                             }
-                            dst[q] += w * mk[q];
+                            for q in bs..bs + len {
+                                dst[q] += w * mk[q];
+                            }
                         }
                     }
                 }
             }
         });
         self.a = a;
-        let mut mom = std::mem::take(&mut self.mom);
-        let mut bm = std::mem::take(&mut self.bm);
-        for j in 0..n {
-            let aj = &self.a[j * per..(j + 1) * per];
-            self.site[j] = self.site_energy(j, self.moments[j], aj, None, &mut bm, &mut mom);
-        }
-        self.mom = mom;
-        self.bm = bm;
+        let bs = self.block_atoms();
+        let mut site = std::mem::take(&mut self.site);
+        let this = &*self;
+        site.par_chunks_mut(bs).enumerate().for_each_init(Vec::new, |mom, (c, out)| {
+            let atoms: Vec<usize> = (c * bs..c * bs + out.len()).collect();
+            this.block_energies(&atoms, &this.moments[c * bs..c * bs + out.len()], None, out, mom);
+        });
+        self.site = site;
     }
 
     /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic basis).
@@ -310,52 +321,107 @@ impl SpinSampler {
         cheb_with_deriv(y, out, scratch);
     }
 
-    /// Site energy of atom j with moment mj from partial sums `aj` (+ `daj`).
-    fn site_energy(&self, j: usize, mj: f64, aj: &[f64], daj: Option<&[f64]>, bm: &mut [f64], mom: &mut [f64]) -> f64 {
+    /// Site energies of the atoms `atoms[t]` (at most `LANES / n_signs`) with
+    /// moments `ms[t]`, from their partial sums plus `da[t]` if given, into
+    /// `out[t]`. The basis polynomial runs on all (atom, sign) pairs at once,
+    /// one SIMD lane each (structure of arrays over the lanes).
+    fn block_energies(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd_available() {
+            // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
+            unsafe { self.block_energies_avx2(atoms, ms, da, out, mom) };
+            return;
+        }
+        self.block_energies_body(atoms, ms, da, out, mom)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_energies_avx2(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+        self.block_energies_body(atoms, ms, da, out, mom)
+    }
+
+    #[inline(always)]
+    fn block_energies_body(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
         let p = &self.pot;
-        let (m_, nb) = (p.n_psi, self.nb);
+        let (ns, m_, nb) = (self.signs.len(), p.n_psi, self.nb);
+        let per = ns * m_ * nb;
         let lay = &p.layout;
-        let z = self.types[j];
-        let xi = &p.params()[p.moment_offset()..];
-        let s0 = p.params()[p.species_offset() + z];
+        // basic rows are overwritten on the lanes in use (other lanes keep
+        // finite stale values, never read); composite rows start at zero
+        mom.resize(p.tables.n_moments, [0.0; LANES]);
+        mom[nb..].fill([0.0; LANES]);
         let mut pb = [0.0; 64];
-        let mut dpb = [0.0; 64];
-        let mut e = 0.0;
-        for (si, &s) in self.signs.iter().enumerate() {
-            self.psi(j, mj * s, &mut pb[..m_], &mut dpb[..m_]);
-            bm.fill(0.0);
-            for b in 0..m_ {
-                let off = (si * m_ + b) * nb;
-                let src = &aj[off..off + nb];
-                for q in 0..nb {
-                    bm[q] += pb[b] * src[q];
-                }
-                if let Some(d) = daj {
-                    let d = &d[off..off + nb];
-                    for q in 0..nb {
-                        bm[q] += pb[b] * d[q];
+        let mut scr = [0.0; 64];
+        let mut x = vec![0.0; nb];
+        for (t, &j) in atoms.iter().enumerate() {
+            let aj = &self.a[j * per..(j + 1) * per];
+            let dal = da.map(|d| &d[t * per..(t + 1) * per]);
+            for (si, &s) in self.signs.iter().enumerate() {
+                let lane = t * ns + si;
+                self.psi(j, ms[t] * s, &mut pb[..m_], &mut scr[..m_]);
+                x.fill(0.0);
+                for b in 0..m_ {
+                    let off = (si * m_ + b) * nb;
+                    let c = pb[b];
+                    match dal {
+                        Some(d) => {
+                            for ((xq, &aq), &dq) in x.iter_mut().zip(&aj[off..off + nb]).zip(&d[off..off + nb]) {
+                                *xq += c * (aq + dq);
+                            }
+                        }
+                        None => {
+                            for (xq, &aq) in x.iter_mut().zip(&aj[off..off + nb]) {
+                                *xq += c * aq;
+                            }
+                        }
                     }
                 }
-            }
-            for (t, &kb) in lay.perm.iter().enumerate() {
-                mom[kb] = bm[t];
-            }
-            mom[nb..].fill(0.0);
-            debug_assert!(mom.len() == p.tables.n_moments);
-            for &(a, b, mult, k) in &p.tables.times {
-                // SAFETY: Tables::validate checked every index against n_moments = mom.len()
-                unsafe {
-                    let v = *mom.get_unchecked(a) * *mom.get_unchecked(b) * mult;
-                    *mom.get_unchecked_mut(k) += v;
+                debug_assert!(lay.perm.iter().all(|&kb| kb < mom.len()) && lane < LANES);
+                for (&kb, &xq) in lay.perm.iter().zip(&x) {
+                    // SAFETY: perm indices are basic moments < n_moments = mom.len(); lane < LANES
+                    unsafe { *mom.get_unchecked_mut(kb).get_unchecked_mut(lane) = xq };
                 }
             }
-            let mut site = s0;
-            for (al, &sc) in p.tables.scalars.iter().enumerate() {
-                site += mom[sc] * xi[al];
-            }
-            e += site * self.weight;
         }
-        e
+        times_body(&p.tables.times, mom);
+        let xi = &p.params()[p.moment_offset()..];
+        let mut acc = [0.0; LANES];
+        for (al, &sc) in p.tables.scalars.iter().enumerate() {
+            let x = xi[al];
+            let row = &mom[sc];
+            for l in 0..LANES {
+                acc[l] += x * row[l];
+            }
+        }
+        for (t, &j) in atoms.iter().enumerate() {
+            let s0 = p.params()[p.species_offset() + self.types[j]];
+            let mut e = 0.0;
+            for si in 0..ns {
+                e += (s0 + acc[t * ns + si]) * self.weight;
+            }
+            out[t] = e;
+        }
+    }
+
+    /// Monomials of the basic moments (internal order) of neighbour entry k.
+    #[inline]
+    fn entry_monos(&self, k: usize, out: &mut [f64]) {
+        let u = self.unit[k];
+        let mut pw = [[1.0f64; 3]; crate::model::limits::MAX_RANK + 1];
+        for p in 1..=self.pot.layout.max_pow {
+            for a in 0..3 {
+                pw[p][a] = pw[p - 1][a] * u[a];
+            }
+        }
+        for (o, e) in out.iter_mut().zip(&self.mono_exp) {
+            *o = pw[e[0]][0] * pw[e[1]][1] * pw[e[2]][2];
+        }
+    }
+
+    /// Atoms per block of [`Self::block_energies`].
+    fn block_atoms(&self) -> usize {
+        LANES / self.signs.len()
     }
 
     /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
@@ -380,32 +446,35 @@ impl SpinSampler {
         }
         let mut da = std::mem::take(&mut self.da);
         let mut new_site = std::mem::take(&mut self.new_site);
+        let mut mom = std::mem::take(&mut self.mom);
         let this = &*self;
-        let work = |l: usize, dal: &mut [f64], bm: &mut Vec<f64>, mom: &mut Vec<f64>| -> f64 {
-            let slot = a0 + l;
-            let j = this.aff_atoms[slot];
-            this.slot_delta(&this.rev_entry[this.slot_off[slot]..this.slot_off[slot + 1]], &dpsi, dal);
-            let mj = if j == i { new_m } else { this.moments[j] };
-            let aj = &this.a[j * per..(j + 1) * per];
-            this.site_energy(j, mj, aj, Some(dal), bm, mom)
+        let bs = self.block_atoms();
+        let work = |c: usize, dac: &mut [f64], out: &mut [f64], mom: &mut Vec<[f64; LANES]>| {
+            let slots = a0 + c * bs..a0 + c * bs + out.len();
+            let mut atoms = [0usize; LANES];
+            let mut ms = [0.0; LANES];
+            let mut mk = vec![0.0; this.nb];
+            for (t, slot) in slots.enumerate() {
+                let j = this.aff_atoms[slot];
+                let entries = &this.rev_entry[this.slot_off[slot]..this.slot_off[slot + 1]];
+                this.slot_delta(entries, &dpsi, &mut dac[t * per..(t + 1) * per], &mut mk);
+                atoms[t] = j;
+                ms[t] = if j == i { new_m } else { this.moments[j] };
+            }
+            this.block_energies(&atoms[..out.len()], &ms[..out.len()], Some(dac), out, mom);
         };
-        let scratch = || (vec![0.0; this.nb], vec![0.0; this.pot.tables.n_moments]);
-        if naff > SITES_PER_TASK && crate::threads::num_threads() > 1 {
+        if naff > bs && crate::threads::num_threads() > 1 {
             da[..naff * per]
-                .par_chunks_mut(per * SITES_PER_TASK)
-                .zip(new_site[..naff].par_chunks_mut(SITES_PER_TASK))
+                .par_chunks_mut(per * bs)
+                .zip(new_site[..naff].par_chunks_mut(bs))
                 .enumerate()
-                .for_each_init(scratch, |(bm, mom), (c, (dac, nsc))| {
-                    for (t, (dal, e)) in dac.chunks_mut(per).zip(nsc.iter_mut()).enumerate() {
-                        *e = work(c * SITES_PER_TASK + t, dal, bm, mom);
-                    }
-                });
+                .for_each_init(Vec::new, |mom, (c, (dac, out))| work(c, dac, out, mom));
         } else {
-            let (mut bm, mut mom) = scratch();
-            for (l, (dal, e)) in da[..naff * per].chunks_mut(per).zip(new_site[..naff].iter_mut()).enumerate() {
-                *e = work(l, dal, &mut bm, &mut mom);
+            for (c, (dac, out)) in da[..naff * per].chunks_mut(per * bs).zip(new_site[..naff].chunks_mut(bs)).enumerate() {
+                work(c, dac, out, &mut mom);
             }
         }
+        self.mom = mom;
         let mut de = 0.0;
         for l in 0..naff {
             de += new_site[l] - self.site[self.aff_atoms[a0 + l]];
@@ -416,7 +485,7 @@ impl SpinSampler {
     }
 
     /// Change of the partial sums of one affected atom from its entries pointing to the moved atom.
-    fn slot_delta(&self, entries: &[usize], dpsi: &[[f64; 64]; 2], dal: &mut [f64]) {
+    fn slot_delta(&self, entries: &[usize], dpsi: &[[f64; 64]; 2], dal: &mut [f64], mk: &mut [f64]) {
         let (m_, nb, kr) = (self.pot.n_psi, self.nb, self.pot.n_radial);
         let kmm = kr * m_ * m_;
         dal.fill(0.0);
@@ -430,7 +499,7 @@ impl SpinSampler {
         };
         for &k in entries {
             let rk = &self.rad[k * kmm..(k + 1) * kmm];
-            let mk = &self.mono[k * nb..(k + 1) * nb];
+            self.entry_monos(k, mk);
             for si in 0..self.signs.len() {
                 for mu in 0..kr {
                     for b in 0..m_ {
@@ -446,8 +515,12 @@ impl SpinSampler {
                     let off = (si * m_ + b) * nb;
                     let dst = &mut dal[off..off + nb];
                     let wb = &w[b * kr..(b + 1) * kr];
-                    for ((d, &mu), &mq) in dst.iter_mut().zip(&self.mu_of).zip(mk) {
-                        *d += wb[mu] * mq;
+                    // blocks of basic moments share mu: contiguous axpy each
+                    for &(mu, len, bs) in &self.mu_blocks {
+                        let c = wb[mu];
+                        for (d, &mq) in dst[bs..bs + len].iter_mut().zip(&mk[bs..bs + len]) {
+                            *d += c * mq;
+                        }
                     }
                 }
             }
