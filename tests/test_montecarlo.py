@@ -135,15 +135,21 @@ def test_detailed_balance_reference():
 
 
 # ------------------------------------------------------------ reproducibility
-def test_reproducible_with_seed_any_thread_count_and_with_watcher(pot):
+@pytest.mark.parametrize("frozen_n", [False, True])
+def test_reproducible_with_seed_any_thread_count_and_with_watcher(pot, frozen_n):
     atoms = crn(2)
     calc = mmtp_rs.MMTPCalculator(pot)
+    if frozen_n:  # N never moved: the watched path must visit the same atoms as sweep()
+        calc = pot
+        pot_mmax = {"Cr": M_MAX["Cr"]}
+    else:
+        pot_mmax = "auto"
     old = mmtp_rs.get_num_threads()
     runs = []
     try:
         for threads in (1, 2, 2):
             mmtp_rs.set_num_threads(threads)
-            s = spin_sampler(calc, atoms, seed=5)
+            s = spin_sampler(calc, atoms, m_max=pot_mmax, seed=5)
             st = mc_sweeps(s, 800.0, 3)
             runs.append((st, s.moments.tobytes(), s.energy))
     finally:
@@ -152,13 +158,14 @@ def test_reproducible_with_seed_any_thread_count_and_with_watcher(pot):
     # grading every accepted move does not change the moves
     grades = []
     watcher = GradeWatcher(Thresholds(2.0, 10.0), grade=lambda a: grades.append(1) or 0.0)
-    s = spin_sampler(calc, atoms, seed=5)
+    s = spin_sampler(calc, atoms, m_max=pot_mmax, seed=5)
+    assert np.array_equal(s.m_max > 0, np.logical_or(not frozen_n, np.array(atoms.get_chemical_symbols()) == "Cr"))
     work = atoms.copy()
     st = mc_sweeps(s, 800.0, 3, watcher=watcher, atoms=work)
     assert (st, s.moments.tobytes(), s.energy) == runs[0]
     assert len(grades) == st["flips_accepted"] + st["mags_accepted"] > 0
     # another seed, another trajectory
-    s2 = spin_sampler(calc, atoms, seed=6)
+    s2 = spin_sampler(calc, atoms, m_max=pot_mmax, seed=6)
     mc_sweeps(s2, 800.0, 3)
     assert s2.moments.tobytes() != runs[0][1]
 
@@ -300,3 +307,14 @@ def test_loop_stage_kinds_mdmc_and_dlm(pot):
         res = two_stage(crn(1), calc, stage2=kind, grade=lambda a: 0.5, equilibrate=False, temperature_K=300.0,
                         steps=6, timestep_fs=1.0, seed=0, spin_every=3)
         assert res.exploded is None and not res.stopped and res.n_evaluations >= 6
+
+
+def test_mdmc_reequilibrates_magnitudes_on_the_reference_model():
+    from mmtp_rs.magnetism.stage1 import equilibrate_moments as eq
+
+    atoms = crn(1)
+    atoms.calc = ReferenceCalculator("CrN")
+    out = run_mdmc(atoms, 200.0, n_cycles=2, md_steps=3, m_max={"Cr": 3.5, "N": 0.5}, reequilibrate=True, seed=4)
+    m = out.moments[-1]
+    # the magnitudes are at the stage-1 minimum for the sampled signs at the final positions
+    assert np.allclose(eq(atoms, atoms.calc, m), m, atol=1e-6)

@@ -114,6 +114,10 @@ class ReferenceSpinSampler:
     def moments(self) -> np.ndarray:
         return self._m.copy()
 
+    @property
+    def m_max(self) -> np.ndarray:
+        return self._mmax.copy()
+
     def delta_energy(self, i: int, new_m: float) -> float:
         m = self._m[i]
         d = new_m - m
@@ -224,10 +228,10 @@ def mc_sweeps(sampler, temperature_K: float, n_sweeps: int = 1, settings: MCSett
     if atoms is None:
         raise ValueError("grading every accepted move needs the atoms")
     st = dict(flips_tried=0, flips_accepted=0, mags_tried=0, mags_accepted=0)
-    n = len(atoms)
+    movable = np.flatnonzero(np.asarray(sampler.m_max) > 0)  # the atoms sweep() visits
     for _ in range(int(n_sweeps)):
-        for i in range(n):
-            ok, flip, _, _ = sampler.attempt(i, beta, settings.p_flip, settings.step)
+        for i in movable:
+            ok, flip, _, _ = sampler.attempt(int(i), beta, settings.p_flip, settings.step)
             key = "flips" if flip else "mags"
             st[key + "_tried"] += 1
             st[key + "_accepted"] += int(ok)

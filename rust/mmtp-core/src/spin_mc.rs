@@ -250,6 +250,10 @@ impl SpinSampler {
     pub fn moments(&self) -> &[f64] {
         &self.moments
     }
+    /// Bound of each atom's |moment| (μB; 0: never moved).
+    pub fn m_max(&self) -> &[f64] {
+        &self.m_max
+    }
     /// Current site energies (eV).
     pub fn site_energies(&self) -> &[f64] {
         &self.site

@@ -63,6 +63,12 @@ impl PySpinSampler {
         self.inner.moments().to_vec().into_pyarray(py)
     }
 
+    /// Bound of each atom's |moment| (μB; 0: never moved), a copy.
+    #[getter]
+    fn m_max<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.inner.m_max().to_vec().into_pyarray(py)
+    }
+
     /// Current site energies (eV), a copy.
     #[getter]
     fn site_energies<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
