@@ -33,6 +33,7 @@ __all__ = [
     "ExtrapolationStop",
     "SimulationExploded",
     "SimulationResult",
+    "run_spin_md",
     "equilibrate_watched",
     "relax",
     "run_md",
@@ -49,7 +50,7 @@ class SimulationExploded(RuntimeError):
 
 
 #: The paper's gamma_low per simulation kind (gamma_up is 10 for all).
-DEFAULT_GAMMA_LOW = {"moments": 2.0, "relax": 2.0, "md": 4.0}
+DEFAULT_GAMMA_LOW = {"moments": 2.0, "relax": 2.0, "md": 4.0, "mdmc": 4.0, "dlm": 4.0}
 
 
 def default_thresholds(kind: str, gamma_low: float | None = None, gamma_up: float = 10.0) -> "Thresholds":
@@ -236,6 +237,30 @@ def run_md(atoms: Atoms, watcher: GradeWatcher | None = None, temperature_K: flo
     return dyn.get_number_of_steps()
 
 
+def run_spin_md(atoms: Atoms, watcher: GradeWatcher | None, kind: str, temperature_K: float = 300.0,
+                steps: int = 1000, timestep_fs: float = 1.0, seed: int = 0, spin_every: int = 10,
+                thermostat: str = "langevin") -> int:
+    """Stage 2 with moving moments: "mdmc" (Langevin MD at fixed moments, one
+    Metropolis sweep of the moments every ``spin_every`` steps, at the same
+    temperature) or "dlm" (signs redrawn 50/50 and magnitudes equilibrated
+    every ``spin_every`` steps); the grade is watched at every MD step and
+    every accepted spin move / stage-1 evaluation (see
+    :mod:`mmtp_rs.magnetism.montecarlo`). Returns the number of MD steps."""
+    from mmtp_rs.magnetism.montecarlo import run_dlm, run_mdmc
+
+    if thermostat.lower() != "langevin":
+        raise ValueError(f"{kind} runs Langevin MD only, got thermostat {thermostat!r}")
+    every = max(1, int(spin_every))
+    n_cycles = max(1, int(steps) // every)
+    if kind == "mdmc":
+        run_mdmc(atoms, temperature_K, n_cycles, every, 1, timestep_fs=timestep_fs, seed=seed, watcher=watcher)
+    elif kind == "dlm":
+        run_dlm(atoms, temperature_K, n_cycles, every, timestep_fs=timestep_fs, seed=seed, watcher=watcher)
+    else:
+        raise ValueError(f"kind must be 'mdmc' or 'dlm', got {kind!r}")
+    return n_cycles * every
+
+
 @dataclass
 class SimulationResult:
     """What one two-stage simulation found."""
@@ -258,11 +283,12 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
               stage2_thresholds: Thresholds | None = None, grade: Callable[[Atoms], float] | None = None,
               equilibrate: bool = True, stage1_options: dict | None = None, min_distance: float = 0.0,
               **stage2_kwargs) -> SimulationResult:
-    """Run stage 1 (moments at fixed geometry) then stage 2 ("relax", "md", or "none": stage 1 only).
+    """Run stage 1 (moments at fixed geometry) then stage 2 ("relax", "md", "mdmc", "dlm", or "none": stage 1 only).
 
     ``stage2_thresholds`` defaults to the paper's (2, 10) for relaxation and
     (4, 10) for MD. Extra keyword arguments go to :func:`relax` or
-    :func:`run_md`. The simulation stops cleanly on a grade above gamma_up,
+    :func:`run_md` (or :func:`run_spin_md` for "mdmc": MD with Metropolis spin
+    sweeps, and "dlm": MD with signs redrawn 50/50). The simulation stops cleanly on a grade above gamma_up,
     and on an explosion (overlapping atoms, non-finite values), keeping what
     was preselected before. Stage 1 is :func:`mmtp_rs.magnetism.stage1.equilibrate_moments`
     with its defaults (every moment free inside the potential's M_max, signs of
@@ -272,8 +298,8 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
     """
     from mmtp_rs.model.potential import MMTPError
 
-    if stage2 not in ("relax", "md", "none"):
-        raise ValueError(f"stage2 must be 'relax', 'md' or 'none' (stage 1 only), got {stage2!r}")
+    if stage2 not in ("relax", "md", "mdmc", "dlm", "none"):
+        raise ValueError(f"stage2 must be 'relax', 'md', 'mdmc', 'dlm' or 'none' (stage 1 only), got {stage2!r}")
     if stage2_thresholds is None:
         stage2_thresholds = default_thresholds("moments" if stage2 == "none" else stage2)
     atoms = atoms.copy()
@@ -290,6 +316,8 @@ def two_stage(atoms: Atoms, calc, stage2: str = "relax", stage1: Thresholds | No
             relax(atoms, w2, **stage2_kwargs)
         elif stage2 == "md":
             run_md(atoms, w2, **stage2_kwargs)
+        elif stage2 in ("mdmc", "dlm"):
+            run_spin_md(atoms, w2, stage2, **stage2_kwargs)
     except ExtrapolationStop:
         stopped = True
     except SimulationExploded as exc:

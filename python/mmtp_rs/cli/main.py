@@ -7,6 +7,7 @@ call it directly.
     mmtp train CONFIG.toml               fit a potential to a dataset
     mmtp select / mmtp grade             maxvol selection and extrapolation grades
     mmtp properties CONFIG.toml          elastic constants, phonons, QHA for FM/AFM/PM
+    mmtp magnetism CONFIG.toml           spin Monte Carlo M(T), C(T), chi(T) and the Neel temperature
     mmtp validate CONFIG.toml --potential P   potential vs oracle with moments equilibrated
     mmtp demo [--size K] [--level L]     evaluate an mMTP on rock-salt CrN states
     mmtp eval POT CFG [--species ...]    energies/forces/stresses/magnetic forces of a .cfg
@@ -37,9 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--raw", action="store_true", help="raw E(M) instead of the symmetrised energy")
     e.set_defaults(func=_eval)
     # each job module defines its own subcommand(s)
-    from mmtp_rs.cli import active, lammps, learn, properties, train
+    from mmtp_rs.cli import active, lammps, learn, magnetism, properties, train
 
-    for module in (learn, train, active, properties, lammps):
+    for module in (learn, train, active, properties, lammps, magnetism):
         module.add_cli(sub)
     return p.parse_args(argv)
 

@@ -118,7 +118,7 @@ class SystemConfig:
 
 @dataclass
 class StageConfig:
-    kind: str = "relax"  # "moments" (stage 1 only, from random starts), "relax" or "md"
+    kind: str = "relax"  # "moments" (stage 1 only, from random starts), "relax", "md", "mdmc" or "dlm"
     gamma_low: float | None = None  # default: 2 (moments, relax), 4 (md)
     gamma_up: float = 10.0
     starts: list = field(default_factory=lambda: ["FM", "AFM", "random"])
@@ -266,6 +266,8 @@ class LearnConfig:
             low = sc.gamma_low if sc.gamma_low is not None else DEFAULT_GAMMA_LOW[sc.kind]
             if low > sc.gamma_up:
                 raise ConfigError(f"{where}: need gamma_low <= gamma_up, got {low}, {sc.gamma_up}")
+            if sc.kind in ("mdmc", "dlm") and sc.thermostat != "langevin":
+                raise ConfigError(f"{where} thermostat: the {sc.kind} stage runs Langevin MD only, got {sc.thermostat!r}")
             if sc.engine == "lammps" and sc.kind != "md":
                 raise ConfigError(f"{where} engine: LAMMPS runs the md stage kind only, got kind {sc.kind!r}")
             bad = [x for x in sc.frozen if x not in species]

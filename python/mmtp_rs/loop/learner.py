@@ -250,7 +250,7 @@ class Learner:
             for pi in range(len(self.cfg.phases)):
                 for scale in st.scales:
                     for start in st.starts:
-                        for temp in (st.temperatures if st.kind == "md" else [None]):
+                        for temp in (st.temperatures if st.kind in ("md", "mdmc", "dlm") else [None]):
                             plan.append((pi, si, st, scale, start, temp))
         return plan
 
@@ -264,7 +264,7 @@ class Learner:
         a = with_state(prototype_cell(phase, scale), phase, start, seed=int(rng.integers(1 << 31)))
         if st.kind == "md" and st.engine == "lammps":
             return self._simulate_lammps(r, k, calc, pot, pi, si, st, scale, start, temp, a, rng)
-        if st.kind == "md":
+        if st.kind in ("md", "mdmc", "dlm"):
             kw = dict(temperature_K=temp, steps=st.steps, timestep_fs=st.timestep_fs, thermostat=st.thermostat,
                       seed=int(rng.integers(1 << 31)))
         else:

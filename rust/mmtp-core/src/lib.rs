@@ -3,6 +3,7 @@
 //! * [`neighbors`]: cell-list neighbour search for periodic, mixed and open cells;
 //! * [`basis_gen`]: the moment-tensor basis of any level in MLIP's table form;
 //! * [`model`]: the magnetic Moment Tensor Potential and all its derivatives;
+//! * [`spin_mc`]: Metropolis Monte Carlo of collinear moments with local energy updates;
 //! * [`threads`]: the thread pool (size from `MMTP_NUM_THREADS`, fork-safe).
 
 pub mod basis_gen;
@@ -13,6 +14,7 @@ pub mod maxvol;
 pub mod model;
 pub mod neighbors;
 pub mod num;
+pub mod spin_mc;
 pub mod threads;
 
 pub use error::{MmtpError, Result};

@@ -163,8 +163,8 @@ pub struct Potential {
     pub n_radial: usize,
     params: Vec<f64>,
     /// radial coefficients re-laid as [pair][zeta][mu, beta, gamma] for the kernel
-    ct: Vec<f64>,
-    layout: Layout,
+    pub(crate) ct: Vec<f64>,
+    pub(crate) layout: Layout,
 }
 
 /// How the basic moments are computed: the angular monomials of every degree
@@ -175,13 +175,13 @@ pub struct Potential {
 /// for MLIP's and our bases) the blocks are whole degrees and the inner loops
 /// are contiguous; otherwise each basic moment is its own block.
 #[derive(Clone, Debug)]
-struct Layout {
-    monos: Vec<[usize; 3]>,
-    max_pow: usize,
+pub(crate) struct Layout {
+    pub(crate) monos: Vec<[usize; 3]>,
+    pub(crate) max_pow: usize,
     /// (mu, first monomial, length, first internal basic index)
-    blocks: Vec<(usize, usize, usize, usize)>,
+    pub(crate) blocks: Vec<(usize, usize, usize, usize)>,
     /// internal basic index -> index in the tables
-    perm: Vec<usize>,
+    pub(crate) perm: Vec<usize>,
 }
 
 impl Layout {
@@ -487,10 +487,10 @@ impl Potential {
         self.ct = ct;
         Ok(())
     }
-    fn species_offset(&self) -> usize {
+    pub(crate) fn species_offset(&self) -> usize {
         self.n_radial_coeffs()
     }
-    fn moment_offset(&self) -> usize {
+    pub(crate) fn moment_offset(&self) -> usize {
         self.n_radial_coeffs() + self.n_species
     }
 

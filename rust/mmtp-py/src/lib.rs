@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 mod maxvol_py;
+mod spin_mc_py;
 
 create_exception!(_core, MMTPError, PyValueError, "Invalid input to an mMTP computation.");
 create_exception!(_core, ShapeError, MMTPError, "An input array or table has the wrong size.");
@@ -434,6 +435,7 @@ fn get_num_threads() -> usize {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     maxvol_py::register(m)?;
+    spin_mc_py::register(m)?;
     m.add_class::<CorePotential>()?;
     m.add_class::<CoreDataset>()?;
     m.add_function(wrap_pyfunction!(neighbor_list, m)?)?;

@@ -1,0 +1,99 @@
+"""Benchmark of the spin Monte Carlo (mmtp_core::spin_mc) against full evaluations.
+
+On a 512-atom rock-salt CrN cell (the level-16 magnetic MTP of the MLIP-3
+conformance data, tests/data/mlip3/mag_lev16_CrN.mtp; Gaussian displacements
+0.05 Å, random collinear moments), times with 1 and 2 threads:
+
+* one Metropolis sweep (N attempted moves, half sign flips, half magnitude
+  moves, at 1000 K) of ``mmtp_rs._core.SpinSampler``;
+* one full evaluation, energy only (``forces=False``) and with forces, stress
+  and magnetic forces (``Potential.evaluate``);
+* building the sampler (neighbour list and partial sums);
+* one sweep of the reference model's numpy sampler on the same cell.
+
+Prints one JSON document (and writes it to ``--out FILE``): times in seconds
+(best of repeats), sweeps per second, evaluations per second, and the ratios
+``sweep / evaluation`` (the issue's target: one sweep <= 3 evaluations).
+
+Usage: ``python benches/bench_montecarlo.py [--quick] [--out FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+POTENTIAL = ROOT / "tests" / "data" / "mlip3" / "mag_lev16_CrN.mtp"
+
+
+def best(fn, reps):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    from ase.build import bulk
+
+    import mmtp_rs
+    from mmtp_rs.magnetism.montecarlo import beta_of, spin_sampler
+    from mmtp_rs.oracles.reference import ReferenceCalculator
+
+    reps = 3 if args.quick else 7
+    pot = mmtp_rs.Potential.from_file(str(POTENTIAL), species=["N", "Cr"])
+    atoms = bulk("CrN", "rocksalt", a=4.15, cubic=True).repeat(4)
+    rng = np.random.default_rng(512)
+    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    cr = np.array(atoms.get_chemical_symbols()) == "Cr"
+    mag = np.where(cr, rng.uniform(2.2, 2.6, len(atoms)), 0.05)
+    atoms.set_initial_magnetic_moments(mag * rng.choice([-1.0, 1.0], len(atoms)))
+    mmax = {s: float(v) for s, v in pot.max_moment.items()}
+    beta = beta_of(1000.0)
+    res = {"n_atoms": len(atoms), "potential": POTENTIAL.name, "level": 16, "machine": platform.machine(),
+           "python": platform.python_version(), "threads": {}}
+    old = mmtp_rs.get_num_threads()
+    try:
+        for nt in (1, 2):
+            mmtp_rs.set_num_threads(nt)
+            s = spin_sampler(pot, atoms, m_max=mmax, seed=1)
+            t_sweep = best(lambda: s.sweep(beta, 0.5, 0.2, 1), reps)
+            t_e = best(lambda: pot.evaluate(atoms, param_grad=False, forces=False), reps)
+            t_f = best(lambda: pot.evaluate(atoms, param_grad=False), reps)
+            t_build = best(lambda: spin_sampler(pot, atoms, m_max=mmax, seed=1), reps)
+            res["threads"][str(nt)] = {
+                "sweep_s": t_sweep, "sweeps_per_s": 1 / t_sweep,
+                "eval_energy_s": t_e, "evals_energy_per_s": 1 / t_e,
+                "eval_forces_s": t_f, "evals_forces_per_s": 1 / t_f,
+                "build_sampler_s": t_build,
+                "move_us": 1e6 * t_sweep / len(atoms),
+                "ratio_sweep_to_energy_eval": t_sweep / t_e,
+                "ratio_sweep_to_forces_eval": t_sweep / t_f,
+            }
+    finally:
+        mmtp_rs.set_num_threads(old)
+    s = spin_sampler(pot, atoms, m_max=mmax, seed=1)
+    res["mean_affected_atoms_per_move"] = float(np.mean([s.n_affected(i) for i in range(len(atoms))]))
+    ref = spin_sampler(ReferenceCalculator("CrN"), atoms, m_max={"Cr": 3.5, "N": 0.5}, seed=1)
+    res["reference_sweep_s"] = best(lambda: ref.sweep(beta, 0.5, 0.2, 1), max(2, reps // 2))
+    res["target"] = "one sweep <= 3 evaluations"
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

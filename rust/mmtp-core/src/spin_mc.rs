@@ -1,0 +1,764 @@
+//! Metropolis Monte Carlo of collinear moments at fixed positions.
+//!
+//! Moves: a sign flip `m_i -> -m_i`, or a magnitude move
+//! `|m_i| -> |m_i| + delta`, `delta` uniform in `[-step_i, step_i]`,
+//! reflected into `[0, M_max_i]` with the sign kept. Both proposals are
+//! symmetric, so the Metropolis rule samples `exp(-beta E(m)) dm` (flat
+//! measure in the signed collinear moment) of the (optionally spin-inversion
+//! symmetrised) mMTP energy.
+//!
+//! Local updates. The moment of atom `i` enters the site energy of `i`
+//! (through `psi_beta(m_i)`) and of every `j` that has `i` among its
+//! neighbours (through `psi_gamma(m_i)` in `f_mu(r_ji)`). For every atom `j`
+//! and sign `s` of the symmetrisation the sampler keeps the partial sums
+//! `A^s_beta(j)[q] = sum_k sum_gamma R_k[mu_q beta gamma] psi_gamma(s m_k) mono_q(rhat_jk)`
+//! (`R_k = sum_zeta c phi_zeta(r_jk)`, `q` a basic moment), so that the basic
+//! moments are `M^s(j)[q] = sum_beta psi_beta(s m_j) A^s_beta(j)[q]`. A move of
+//! `m_i` changes `A` only through the entries `j -> i`, and the new site
+//! energies of `i` and those `j` follow from the basis recursion alone: a
+//! move costs about as much as one site energy times the number of affected
+//! atoms in the basis-table part, not a neighbour sum per affected atom, and
+//! a sweep of N moves costs about one energy evaluation.
+//!
+//! Determinism: moves are attempted one after the other with one seeded
+//! ChaCha stream, so trajectories are identical at any thread count (only
+//! the construction of the partial sums runs in parallel, atom by atom).
+
+use crate::chebyshev::cheb_with_deriv;
+use crate::error::{MmtpError, Result};
+use crate::model::{Config, Potential};
+use crate::neighbors::NeighborList;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+/// Boltzmann constant (eV/K), as in ASE.
+pub const KB_EV: f64 = 8.617333262e-5;
+
+/// Counts of one or more sweeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SweepStats {
+    /// Attempted sign flips.
+    pub flips_tried: usize,
+    /// Accepted sign flips.
+    pub flips_accepted: usize,
+    /// Attempted magnitude moves.
+    pub mags_tried: usize,
+    /// Accepted magnitude moves.
+    pub mags_accepted: usize,
+}
+
+/// The outcome of one attempted move.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MoveResult {
+    /// Atom moved.
+    pub atom: usize,
+    /// Whether the move was a sign flip.
+    pub flip: bool,
+    /// Whether it was accepted.
+    pub accepted: bool,
+    /// Energy change of the proposal (eV).
+    pub delta_e: f64,
+    /// Moment of the atom after the attempt (μB).
+    pub moment: f64,
+}
+
+/// Monte-Carlo sampler of the moments of one configuration (positions fixed).
+#[derive(Clone, Debug)]
+pub struct SpinSampler {
+    pot: Potential,
+    types: Vec<usize>,
+    signs: Vec<f64>,
+    weight: f64,
+    /// number of basic moments
+    nb: usize,
+    /// (mu, length, first basic moment) of the runs of basic moments with one mu (internal order)
+    mu_blocks: Vec<(usize, usize, usize)>,
+    /// per neighbour entry: R[mu][beta][gamma]
+    rad: Vec<f64>,
+    /// per neighbour entry: unit vector r_hat (the monomials are recomputed:
+    /// cheaper than reading them from memory)
+    unit: Vec<[f64; 3]>,
+    /// exponents of the monomial of each basic moment (internal order)
+    mono_exp: Vec<[usize; 3]>,
+    /// CSR over atoms i: the atoms whose site energy depends on m_i (i first)
+    aff_off: Vec<usize>,
+    aff_atoms: Vec<usize>,
+    /// CSR over the slots of `aff_atoms`: entries k (j -> i) of each affected atom j
+    slot_off: Vec<usize>,
+    rev_entry: Vec<usize>,
+    moments: Vec<f64>,
+    m_max: Vec<f64>,
+    /// partial sums A[j][s][beta][q]
+    a: Vec<f64>,
+    site: Vec<f64>,
+    rng: ChaCha8Rng,
+    // scratch
+    da: Vec<f64>,
+    new_site: Vec<f64>,
+    mom: Vec<[f64; LANES]>,
+}
+
+/// (atom, sign) pairs whose basis polynomials are evaluated together, one
+/// SIMD lane each; a block of `LANES / n_signs` affected atoms is also the
+/// unit of parallel work of a move (a move has ~50-100 affected atoms).
+const LANES: usize = 16;
+
+/// `mom[k] += mult * mom[a] * mom[b]` over the `times` table, on every lane.
+#[inline(always)]
+fn times_body(times: &[(usize, usize, f64, usize)], mom: &mut [[f64; LANES]]) {
+    for &(a, b, mult, k) in times {
+        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len()
+        unsafe {
+            let ra = *mom.get_unchecked(a);
+            let rb = *mom.get_unchecked(b);
+            let rk = mom.get_unchecked_mut(k);
+            for l in 0..LANES {
+                rk[l] += ra[l] * rb[l] * mult;
+            }
+        }
+    }
+}
+
+
+impl SpinSampler {
+    /// Build the sampler for `cfg` (checked against the potential). `m_max`
+    /// bounds the magnitude of each atom's moment; atoms with `m_max == 0`
+    /// are never moved (their moments still enter the energy).
+    pub fn new(pot: &Potential, cfg: &Config, m_max: &[f64], symmetrize: bool, seed: u64) -> Result<Self> {
+        pot.check_config(cfg)?;
+        let n = cfg.positions.len();
+        if m_max.len() != n {
+            return Err(MmtpError::Shape(format!("{} moment bounds for {n} atoms", m_max.len())));
+        }
+        if let Some(i) = m_max.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+            return Err(MmtpError::Value(format!("moment bound of atom {i} must be finite and >= 0, got {}", m_max[i])));
+        }
+        if let Some(i) = (0..n).find(|&i| cfg.moments[i].abs() > m_max[i] && m_max[i] > 0.0) {
+            return Err(MmtpError::Value(format!(
+                "moment of atom {i} ({} μB) is outside its bound [-{}, {}]",
+                cfg.moments[i], m_max[i], m_max[i]
+            )));
+        }
+        let nl = pot.neighbors(cfg)?;
+        let lay = &pot.layout;
+        let nb = lay.perm.len();
+        let mut mono_of = vec![0; nb];
+        for &(_, ms, len, bs) in &lay.blocks {
+            for t in 0..len {
+                mono_of[bs + t] = ms + t;
+            }
+        }
+        let (c_, kr, p_, m_) = (pot.n_species, pot.n_radial, pot.n_phi, pot.n_psi);
+        let kmm = kr * m_ * m_;
+        let block = kr * p_ * m_ * m_;
+        let ne = nl.n_pairs();
+        let mut rad = vec![0.0; ne * kmm];
+        let mut unit = vec![[0.0; 3]; ne];
+        let (rc, rmin) = (pot.max_dist, pot.min_dist);
+        let xs = 2.0 / (rc - rmin);
+        let x0 = (rmin + rc) / (rc - rmin);
+        rad.par_chunks_mut(kmm).zip(unit.par_iter_mut()).enumerate().for_each(|(k, (rk, uk))| {
+            // source atom of entry k
+            let j = nl.offsets.partition_point(|&o| o <= k) - 1;
+            let zi = cfg.types[j];
+            let zj = cfg.types[nl.index[k]];
+            let v = nl.vec[k];
+            let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            let u = [v[0] / r, v[1] / r, v[2] / r];
+            let x = r * xs - x0;
+            let d = rc - r;
+            let mut t = vec![0.0; p_];
+            let mut dt = vec![0.0; p_];
+            cheb_with_deriv(x, &mut t, &mut dt);
+            let cpair = &pot.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
+            for z in 0..p_ {
+                let phi = t[z] * d * d * pot.scaling;
+                for q in 0..kmm {
+                    rk[q] += cpair[z * kmm + q] * phi;
+                }
+            }
+            *uk = u;
+        });
+        // reverse lists: for each i, the entries k (source j) with index[k] == i
+        let mut rev: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        for j in 0..n {
+            for k in nl.range(j) {
+                rev[nl.index[k]].push((j, k));
+            }
+        }
+        let (mut aff_off, mut aff_atoms) = (vec![0], Vec::new());
+        let (mut slot_off, mut rev_entry) = (vec![0], Vec::new());
+        for (i, list) in rev.iter_mut().enumerate() {
+            list.sort();
+            // slot 0: the atom itself (its own psi_beta, and self-image entries)
+            aff_atoms.push(i);
+            rev_entry.extend(list.iter().filter(|e| e.0 == i).map(|e| e.1));
+            slot_off.push(rev_entry.len());
+            let mut last = usize::MAX;
+            for &(j, k) in list.iter().filter(|e| e.0 != i) {
+                if j != last {
+                    if last != usize::MAX {
+                        slot_off.push(rev_entry.len());
+                    }
+                    aff_atoms.push(j);
+                    last = j;
+                }
+                rev_entry.push(k);
+            }
+            if last != usize::MAX {
+                slot_off.push(rev_entry.len());
+            }
+            aff_off.push(aff_atoms.len());
+        }
+        let signs = if symmetrize { vec![1.0, -1.0] } else { vec![1.0] };
+        let weight = 1.0 / signs.len() as f64;
+        let ns = signs.len();
+        let max_aff = (0..n).map(|i| aff_off[i + 1] - aff_off[i]).max().unwrap_or(0);
+        let mut s = SpinSampler {
+            pot: pot.clone(),
+            types: cfg.types.clone(),
+            signs,
+            weight,
+            nb,
+            mu_blocks: lay.blocks.iter().map(|&(mu, _, len, bs)| (mu, len, bs)).collect(),
+            rad,
+            unit,
+            mono_exp: mono_of.iter().map(|&q| lay.monos[q]).collect(),
+            aff_off,
+            aff_atoms,
+            slot_off,
+            rev_entry,
+            moments: cfg.moments.clone(),
+            m_max: m_max.to_vec(),
+            a: vec![0.0; n * ns * m_ * nb],
+            site: vec![0.0; n],
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            da: vec![0.0; max_aff * ns * m_ * nb],
+            new_site: vec![0.0; max_aff],
+            mom: Vec::new(),
+        };
+        s.rebuild(&nl);
+        Ok(s)
+    }
+
+    /// Number of atoms.
+    pub fn n_atoms(&self) -> usize {
+        self.types.len()
+    }
+    /// Current moments (μB).
+    pub fn moments(&self) -> &[f64] {
+        &self.moments
+    }
+    /// Bound of each atom's |moment| (μB; 0: never moved).
+    pub fn m_max(&self) -> &[f64] {
+        &self.m_max
+    }
+    /// Current site energies (eV).
+    pub fn site_energies(&self) -> &[f64] {
+        &self.site
+    }
+    /// Current total energy (eV).
+    pub fn energy(&self) -> f64 {
+        self.site.iter().sum()
+    }
+    /// Number of atoms whose energy depends on the moment of atom `i` (with `i`).
+    pub fn n_affected(&self, i: usize) -> usize {
+        self.aff_off[i + 1] - self.aff_off[i]
+    }
+
+    /// Recompute every partial sum and site energy from the moments (removes
+    /// the round-off accumulated by many updates).
+    fn rebuild(&mut self, nl: &NeighborList) {
+        let n = self.n_atoms();
+        let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
+        let kmm = self.pot.n_radial * m_ * m_;
+        let per = ns * m_ * nb;
+        let this = &*self;
+        let mut a = vec![0.0; n * per];
+        a.par_chunks_mut(per.max(1)).enumerate().for_each(|(j, aj)| {
+            let mut pg = vec![0.0; m_];
+            let mut dpg = vec![0.0; m_];
+            let mut mk = vec![0.0; nb];
+            for k in nl.range(j) {
+                let i = nl.index[k];
+                this.entry_monos(k, &mut mk);
+                for (si, &s) in this.signs.iter().enumerate() {
+                    this.psi(i, this.moments[i] * s, &mut pg, &mut dpg);
+                    let rk = &this.rad[k * kmm..(k + 1) * kmm];
+                    for b in 0..m_ {
+                        let dst = &mut aj[(si * m_ + b) * nb..(si * m_ + b + 1) * nb];
+                        for &(mu, len, bs) in &this.mu_blocks {
+                            let mut w = 0.0;
+                            for g in 0..m_ {
+                                w += rk[(mu * m_ + b) * m_ + g] * pg[g];
+                            }
+                            for q in bs..bs + len {
+                                dst[q] += w * mk[q];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        self.a = a;
+        let bs = self.block_atoms();
+        let mut site = std::mem::take(&mut self.site);
+        let this = &*self;
+        site.par_chunks_mut(bs).enumerate().for_each_init(Vec::new, |mom, (c, out)| {
+            let atoms: Vec<usize> = (c * bs..c * bs + out.len()).collect();
+            this.block_energies(&atoms, &this.moments[c * bs..c * bs + out.len()], None, out, mom);
+        });
+        self.site = site;
+    }
+
+    /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic basis).
+    fn psi(&self, i: usize, m: f64, out: &mut [f64], scratch: &mut [f64]) {
+        let p = &self.pot;
+        if p.n_psi == 1 {
+            out[0] = 1.0;
+            return;
+        }
+        let z = self.types[i];
+        let (lo, hi) = (p.mag_lo[z], p.mag_hi[z]);
+        let y = (2.0 * m - (lo + hi)) / (hi - lo);
+        cheb_with_deriv(y, out, scratch);
+    }
+
+    /// Site energies of the atoms `atoms[t]` (at most `LANES / n_signs`) with
+    /// moments `ms[t]`, from their partial sums plus `da[t]` if given, into
+    /// `out[t]`. The basis polynomial runs on all (atom, sign) pairs at once,
+    /// one SIMD lane each (structure of arrays over the lanes).
+    fn block_energies(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd_available() {
+            // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
+            unsafe { self.block_energies_avx2(atoms, ms, da, out, mom) };
+            return;
+        }
+        self.block_energies_body(atoms, ms, da, out, mom)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_energies_avx2(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+        self.block_energies_body(atoms, ms, da, out, mom)
+    }
+
+    #[inline(always)]
+    fn block_energies_body(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+        let p = &self.pot;
+        let (ns, m_, nb) = (self.signs.len(), p.n_psi, self.nb);
+        let per = ns * m_ * nb;
+        let lay = &p.layout;
+        // basic rows are overwritten on the lanes in use (other lanes keep
+        // finite stale values, never read); composite rows start at zero
+        mom.resize(p.tables.n_moments, [0.0; LANES]);
+        mom[nb..].fill([0.0; LANES]);
+        let mut pb = [0.0; 64];
+        let mut scr = [0.0; 64];
+        let mut x = vec![0.0; nb];
+        for (t, &j) in atoms.iter().enumerate() {
+            let aj = &self.a[j * per..(j + 1) * per];
+            let dal = da.map(|d| &d[t * per..(t + 1) * per]);
+            for (si, &s) in self.signs.iter().enumerate() {
+                let lane = t * ns + si;
+                self.psi(j, ms[t] * s, &mut pb[..m_], &mut scr[..m_]);
+                x.fill(0.0);
+                for b in 0..m_ {
+                    let off = (si * m_ + b) * nb;
+                    let c = pb[b];
+                    match dal {
+                        Some(d) => {
+                            for ((xq, &aq), &dq) in x.iter_mut().zip(&aj[off..off + nb]).zip(&d[off..off + nb]) {
+                                *xq += c * (aq + dq);
+                            }
+                        }
+                        None => {
+                            for (xq, &aq) in x.iter_mut().zip(&aj[off..off + nb]) {
+                                *xq += c * aq;
+                            }
+                        }
+                    }
+                }
+                debug_assert!(lay.perm.iter().all(|&kb| kb < mom.len()) && lane < LANES);
+                for (&kb, &xq) in lay.perm.iter().zip(&x) {
+                    // SAFETY: perm indices are basic moments < n_moments = mom.len(); lane < LANES
+                    unsafe { *mom.get_unchecked_mut(kb).get_unchecked_mut(lane) = xq };
+                }
+            }
+        }
+        times_body(&p.tables.times, mom);
+        let xi = &p.params()[p.moment_offset()..];
+        let mut acc = [0.0; LANES];
+        for (al, &sc) in p.tables.scalars.iter().enumerate() {
+            let x = xi[al];
+            let row = &mom[sc];
+            for l in 0..LANES {
+                acc[l] += x * row[l];
+            }
+        }
+        for (t, &j) in atoms.iter().enumerate() {
+            let s0 = p.params()[p.species_offset() + self.types[j]];
+            let mut e = 0.0;
+            for si in 0..ns {
+                e += (s0 + acc[t * ns + si]) * self.weight;
+            }
+            out[t] = e;
+        }
+    }
+
+    /// Monomials of the basic moments (internal order) of neighbour entry k.
+    #[inline]
+    fn entry_monos(&self, k: usize, out: &mut [f64]) {
+        let u = self.unit[k];
+        let mut pw = [[1.0f64; 3]; crate::model::limits::MAX_RANK + 1];
+        for p in 1..=self.pot.layout.max_pow {
+            for a in 0..3 {
+                pw[p][a] = pw[p - 1][a] * u[a];
+            }
+        }
+        for (o, e) in out.iter_mut().zip(&self.mono_exp) {
+            *o = pw[e[0]][0] * pw[e[1]][1] * pw[e[2]][2];
+        }
+    }
+
+    /// Atoms per block of [`Self::block_energies`].
+    fn block_atoms(&self) -> usize {
+        LANES / self.signs.len()
+    }
+
+    /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
+    /// new partial sums and site energies stay in the scratch buffers. The
+    /// affected sites are independent and computed in parallel; the sum runs
+    /// in a fixed order, so the result does not depend on the thread count.
+    fn propose(&mut self, i: usize, new_m: f64) -> f64 {
+        let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
+        let per = ns * m_ * nb;
+        let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
+        let naff = a1 - a0;
+        let mut p_old = [0.0; 64];
+        let mut p_new = [0.0; 64];
+        let mut scr = [0.0; 64];
+        let mut dpsi = [[0.0; 64]; 2];
+        for (si, &s) in self.signs.iter().enumerate() {
+            self.psi(i, self.moments[i] * s, &mut p_old[..m_], &mut scr[..m_]);
+            self.psi(i, new_m * s, &mut p_new[..m_], &mut scr[..m_]);
+            for g in 0..m_ {
+                dpsi[si][g] = p_new[g] - p_old[g];
+            }
+        }
+        let mut da = std::mem::take(&mut self.da);
+        let mut new_site = std::mem::take(&mut self.new_site);
+        let mut mom = std::mem::take(&mut self.mom);
+        let this = &*self;
+        let bs = self.block_atoms();
+        let work = |c: usize, dac: &mut [f64], out: &mut [f64], mom: &mut Vec<[f64; LANES]>| {
+            let slots = a0 + c * bs..a0 + c * bs + out.len();
+            let mut atoms = [0usize; LANES];
+            let mut ms = [0.0; LANES];
+            let mut mk = vec![0.0; this.nb];
+            for (t, slot) in slots.enumerate() {
+                let j = this.aff_atoms[slot];
+                let entries = &this.rev_entry[this.slot_off[slot]..this.slot_off[slot + 1]];
+                this.slot_delta(entries, &dpsi, &mut dac[t * per..(t + 1) * per], &mut mk);
+                atoms[t] = j;
+                ms[t] = if j == i { new_m } else { this.moments[j] };
+            }
+            this.block_energies(&atoms[..out.len()], &ms[..out.len()], Some(dac), out, mom);
+        };
+        if naff > bs && crate::threads::num_threads() > 1 {
+            da[..naff * per]
+                .par_chunks_mut(per * bs)
+                .zip(new_site[..naff].par_chunks_mut(bs))
+                .enumerate()
+                .for_each_init(Vec::new, |mom, (c, (dac, out))| work(c, dac, out, mom));
+        } else {
+            for (c, (dac, out)) in da[..naff * per].chunks_mut(per * bs).zip(new_site[..naff].chunks_mut(bs)).enumerate() {
+                work(c, dac, out, &mut mom);
+            }
+        }
+        self.mom = mom;
+        let mut de = 0.0;
+        for l in 0..naff {
+            de += new_site[l] - self.site[self.aff_atoms[a0 + l]];
+        }
+        self.da = da;
+        self.new_site = new_site;
+        de
+    }
+
+    /// Change of the partial sums of one affected atom from its entries pointing to the moved atom.
+    fn slot_delta(&self, entries: &[usize], dpsi: &[[f64; 64]; 2], dal: &mut [f64], mk: &mut [f64]) {
+        let (m_, nb, kr) = (self.pot.n_psi, self.nb, self.pot.n_radial);
+        let kmm = kr * m_ * m_;
+        dal.fill(0.0);
+        let mut wbuf = [0.0f64; 256];
+        let mut wvec;
+        let w: &mut [f64] = if kr * m_ <= wbuf.len() {
+            &mut wbuf[..kr * m_]
+        } else {
+            wvec = vec![0.0; kr * m_];
+            &mut wvec
+        };
+        for &k in entries {
+            let rk = &self.rad[k * kmm..(k + 1) * kmm];
+            self.entry_monos(k, mk);
+            for si in 0..self.signs.len() {
+                for mu in 0..kr {
+                    for b in 0..m_ {
+                        let mut x = 0.0;
+                        for g in 1..m_ {
+                            // psi_0 = 1 never changes
+                            x += rk[(mu * m_ + b) * m_ + g] * dpsi[si][g];
+                        }
+                        w[b * kr + mu] = x;
+                    }
+                }
+                for b in 0..m_ {
+                    let off = (si * m_ + b) * nb;
+                    let dst = &mut dal[off..off + nb];
+                    let wb = &w[b * kr..(b + 1) * kr];
+                    // blocks of basic moments share mu: contiguous axpy each
+                    for &(mu, len, bs) in &self.mu_blocks {
+                        let c = wb[mu];
+                        for (d, &mq) in dst[bs..bs + len].iter_mut().zip(&mk[bs..bs + len]) {
+                            *d += c * mq;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply the last proposal for atom `i`.
+    fn commit(&mut self, i: usize, new_m: f64) {
+        let per = self.signs.len() * self.pot.n_psi * self.nb;
+        let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
+        for l in 0..a1 - a0 {
+            let j = self.aff_atoms[a0 + l];
+            let dst = &mut self.a[j * per..(j + 1) * per];
+            for (x, d) in dst.iter_mut().zip(&self.da[l * per..(l + 1) * per]) {
+                *x += *d;
+            }
+            self.site[j] = self.new_site[l];
+        }
+        self.moments[i] = new_m;
+    }
+
+    /// Energy change (eV) of setting the moment of atom `i` to `new_m`
+    /// (nothing changes).
+    pub fn delta_energy(&mut self, i: usize, new_m: f64) -> Result<f64> {
+        self.check_atom(i)?;
+        if !new_m.is_finite() {
+            return Err(MmtpError::Value(format!("new moment of atom {i} is not finite: {new_m}")));
+        }
+        Ok(self.propose(i, new_m))
+    }
+
+    /// Set the moment of atom `i` unconditionally.
+    pub fn set_moment(&mut self, i: usize, new_m: f64) -> Result<()> {
+        self.delta_energy(i, new_m)?;
+        self.commit(i, new_m);
+        Ok(())
+    }
+
+    fn check_atom(&self, i: usize) -> Result<()> {
+        if i >= self.n_atoms() {
+            return Err(MmtpError::Value(format!("atom index {i} is out of range (N = {})", self.n_atoms())));
+        }
+        Ok(())
+    }
+
+    /// One Metropolis attempt on atom `i` at inverse temperature `beta`
+    /// (1/eV; 0 = infinite temperature): a sign flip with probability
+    /// `p_flip`, else a magnitude move of at most `step` times its bound.
+    pub fn attempt(&mut self, i: usize, beta: f64, p_flip: f64, step: f64) -> Result<MoveResult> {
+        self.check_atom(i)?;
+        check_move_params(beta, p_flip, step)?;
+        Ok(self.attempt_unchecked(i, beta, p_flip, step))
+    }
+
+    fn attempt_unchecked(&mut self, i: usize, beta: f64, p_flip: f64, step: f64) -> MoveResult {
+        let mmax = self.m_max[i];
+        let m = self.moments[i];
+        if mmax == 0.0 {
+            return MoveResult { atom: i, flip: false, accepted: false, delta_e: 0.0, moment: m };
+        }
+        let flip = self.rng.gen::<f64>() < p_flip;
+        let new_m = if flip {
+            -m
+        } else {
+            let d = (2.0 * self.rng.gen::<f64>() - 1.0) * (step.min(1.0) * mmax);
+            let mut x = m.abs() + d;
+            if x < 0.0 {
+                x = -x;
+            }
+            if x > mmax {
+                x = 2.0 * mmax - x;
+            }
+            let x = x.clamp(0.0, mmax);
+            if m < 0.0 {
+                -x
+            } else {
+                x
+            }
+        };
+        let de = self.propose(i, new_m);
+        let u: f64 = self.rng.gen();
+        let accepted = de <= 0.0 || u < (-beta * de).exp();
+        if accepted {
+            self.commit(i, new_m);
+        }
+        MoveResult { atom: i, flip, accepted, delta_e: de, moment: self.moments[i] }
+    }
+
+    /// `n_sweeps` sweeps: each visits the atoms of `sites` (all atoms if
+    /// None) in order with one Metropolis attempt each.
+    pub fn sweep(&mut self, beta: f64, p_flip: f64, step: f64, n_sweeps: usize, sites: Option<&[usize]>) -> Result<SweepStats> {
+        check_move_params(beta, p_flip, step)?;
+        let all: Vec<usize>;
+        let sites = match sites {
+            Some(s) => {
+                for &i in s {
+                    self.check_atom(i)?;
+                }
+                s
+            }
+            None => {
+                all = (0..self.n_atoms()).collect();
+                &all
+            }
+        };
+        let mut st = SweepStats::default();
+        for _ in 0..n_sweeps {
+            for &i in sites {
+                if self.m_max[i] == 0.0 {
+                    continue;
+                }
+                let r = self.attempt_unchecked(i, beta, p_flip, step);
+                if r.flip {
+                    st.flips_tried += 1;
+                    st.flips_accepted += r.accepted as usize;
+                } else {
+                    st.mags_tried += 1;
+                    st.mags_accepted += r.accepted as usize;
+                }
+            }
+        }
+        Ok(st)
+    }
+}
+
+fn check_move_params(beta: f64, p_flip: f64, step: f64) -> Result<()> {
+    if !(beta.is_finite() && beta >= 0.0) {
+        return Err(MmtpError::Value(format!("inverse temperature must be finite and >= 0, got {beta}")));
+    }
+    if !(0.0..=1.0).contains(&p_flip) {
+        return Err(MmtpError::Value(format!("flip probability must be in [0, 1], got {p_flip}")));
+    }
+    if !(step.is_finite() && step >= 0.0) {
+        return Err(MmtpError::Value(format!("magnitude step must be finite and >= 0, got {step}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::basis_gen;
+    use crate::model::EvalOptions;
+
+    fn setup(symmetrize: bool) -> (Potential, Config) {
+        let g = basis_gen::generate(10).expect("basis");
+        let tables = crate::model::Tables {
+            basic: g.basic.clone(),
+            times: g.times.iter().map(|&(i, j, m, k)| (i, j, m as f64, k)).collect(),
+            n_moments: g.n_moments,
+            scalars: g.scalars.clone(),
+        };
+        let n_radial = tables.n_radial();
+        let (c, p, m) = (2usize, 4usize, 3usize);
+        let np = c * c * n_radial * p * m * m + c + tables.scalars.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let params: Vec<f64> = (0..np).map(|_| 0.2 * (rng.gen::<f64>() - 0.5)).collect();
+        let pot = Potential::new(c, 1.0, 1.5, 4.5, p, m, vec![-3.0, -0.5], vec![3.0, 0.5], tables, params).expect("pot");
+        // rocksalt 2x2x2 conventional-ish: 8 atoms in a cube of 4.1 Å, perturbed
+        let a = 4.1;
+        let mut pos = Vec::new();
+        let mut types = Vec::new();
+        for x in 0..2 {
+            for y in 0..2 {
+                for z in 0..2 {
+                    pos.push([x as f64 * a / 2.0 + 0.05 * z as f64, y as f64 * a / 2.0, z as f64 * a / 2.0 + 0.03 * x as f64]);
+                    types.push((x + y + z) % 2);
+                }
+            }
+        }
+        let moments: Vec<f64> = (0..8).map(|i| if types[i] == 1 { 0.1 * (i as f64 - 4.0) } else { 2.0 - 0.4 * i as f64 }).collect();
+        let _ = symmetrize;
+        (pot, Config { lattice: [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]], pbc: [true; 3], positions: pos, types, moments })
+    }
+
+    #[test]
+    fn local_change_equals_full_recompute() {
+        for symmetrize in [true, false] {
+            let (pot, mut cfg) = setup(symmetrize);
+            let mmax: Vec<f64> = cfg.types.iter().map(|&t| if t == 0 { 3.0 } else { 0.5 }).collect();
+            let mut s = SpinSampler::new(&pot, &cfg, &mmax, symmetrize, 7).expect("sampler");
+            let opts = EvalOptions { symmetrize, param_grad: false, forces: false };
+            let mut e0 = pot.evaluate(&cfg, opts).expect("eval").energy;
+            assert!((s.energy() - e0).abs() < 1e-10);
+            for step in 0..40 {
+                let i = step % 8;
+                let new_m = if step % 3 == 0 { -cfg.moments[i] } else { mmax[i] * ((step as f64 * 0.37).sin()) };
+                let de = s.delta_energy(i, new_m).expect("de");
+                let mut c2 = cfg.clone();
+                c2.moments[i] = new_m;
+                let e1 = pot.evaluate(&c2, opts).expect("eval").energy;
+                assert!((de - (e1 - e0)).abs() < 1e-10, "sym {symmetrize} step {step}: {de} vs {}", e1 - e0);
+                if step % 2 == 0 {
+                    s.set_moment(i, new_m).expect("set");
+                    cfg = c2;
+                    let e = pot.evaluate(&cfg, opts).expect("eval").energy;
+                    assert!((s.energy() - e).abs() < 1e-10);
+                    e0 = e;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sweeps_are_reproducible_and_consistent() {
+        let (pot, cfg) = setup(true);
+        let mmax: Vec<f64> = cfg.types.iter().map(|&t| if t == 0 { 3.0 } else { 0.5 }).collect();
+        let run = || {
+            let mut s = SpinSampler::new(&pot, &cfg, &mmax, true, 11).expect("sampler");
+            let st = s.sweep(5.0, 0.5, 0.3, 20, None).expect("sweep");
+            (st, s.moments().to_vec(), s.energy())
+        };
+        let (st1, m1, e1) = run();
+        let (st2, m2, e2) = run();
+        assert_eq!(st1, st2);
+        assert_eq!(m1, m2);
+        assert_eq!(e1, e2);
+        assert!(m1.iter().zip(&mmax).all(|(m, b)| m.abs() <= *b));
+        let mut c2 = cfg.clone();
+        c2.moments = m1;
+        let e = pot.evaluate(&c2, EvalOptions { symmetrize: true, param_grad: false, forces: false }).expect("eval").energy;
+        assert!((e - e1).abs() < 1e-9);
+        assert!(st1.flips_accepted + st1.mags_accepted > 0);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let (pot, cfg) = setup(true);
+        assert!(SpinSampler::new(&pot, &cfg, &[1.0; 3], true, 0).is_err());
+        let mmax = vec![3.0; 8];
+        let mut s = SpinSampler::new(&pot, &cfg, &mmax, true, 0).expect("sampler");
+        assert!(s.sweep(-1.0, 0.5, 0.1, 1, None).is_err());
+        assert!(s.sweep(1.0, 1.5, 0.1, 1, None).is_err());
+        assert!(s.attempt(99, 1.0, 0.5, 0.1).is_err());
+        assert!(s.delta_energy(0, f64::NAN).is_err());
+    }
+}
