@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
 def load_config(path_or_dict) -> tuple[dict, Path]:
     """Read a TOML config (or take a dict), reject unknown sections and keys,
     fill defaults; returns (config, base directory for relative paths)."""
-    from mmtp_rs.properties.report import _toml_load
+    from mmtp_rs.config import read_toml
 
     if isinstance(path_or_dict, Mapping):
         raw, base = dict(path_or_dict), Path.cwd()
@@ -59,7 +59,7 @@ def load_config(path_or_dict) -> tuple[dict, Path]:
         path = Path(path_or_dict)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
-        raw, base = _toml_load(path), path.resolve().parent
+        raw, base = read_toml(path), path.resolve().parent
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown config sections: {sorted(unknown)} (known: {sorted(DEFAULTS)})")
