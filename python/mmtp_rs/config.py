@@ -230,11 +230,6 @@ def fit_arguments(fit: Mapping[str, Any]) -> dict:
     return f
 
 
-def model_arguments(model: Mapping[str, Any]) -> dict:
-    """Keyword arguments of :func:`mmtp_rs.fitting.optimize.make_potential` from a checked ``[model]`` table."""
-    return {k: v for k, v in model.items() if k != "init"}
-
-
 #: A structure table (``[system]`` of learn, ``[structure]`` of properties, each ``[[system.phase]]``):
 #: a file ASE reads, or a prototype of ase.build.bulk.
 STRUCTURE: dict[str, Key] = {

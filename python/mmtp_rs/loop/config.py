@@ -23,10 +23,9 @@ from mmtp_rs.config import MODEL, STRUCTURE, ConfigError, Key, check_fit, check_
 from mmtp_rs.simulate import DEFAULT_GAMMA_LOW
 
 
-__all__ = ["ConfigError", "PROTOTYPES", "SystemConfig", "StageConfig", "LearnConfig", "validation_options",
+__all__ = ["ConfigError", "SystemConfig", "StageConfig", "LearnConfig", "validation_options",
            "validation_enabled", "STATE_NAMES"]
 
-PROTOTYPES = STRUCTURE["prototype"].choices
 #: Names of magnetic states a phase understands besides its own ``signs``.
 STATE_NAMES = ("FM", "AFM", "AFM1", "AFM2", "AFM110_2", "random", "PM")
 
