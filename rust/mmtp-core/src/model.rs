@@ -768,9 +768,12 @@ impl Potential {
         }
         // H[t][n] = sum_zeta c[zi zj(n) t zeta] phi_zeta(n) (and with dphi),
         // accumulated in registers over zeta for LANES neighbours at a time
-        sc.h[..kmm * nn].fill(zero);
-        if opts.forces {
-            sc.hd[..kmm * nn].fill(zero);
+        // every real neighbour is written below; the padding is zero
+        for t in 0..kmm {
+            sc.h[t * nn + nreal..(t + 1) * nn].fill(zero);
+            if opts.forces {
+                sc.hd[t * nn + nreal..(t + 1) * nn].fill(zero);
+            }
         }
         for zj in 0..c_ {
             let (s0, s1) = (sc.gs[zj], sc.gs[zj + 1]);
@@ -778,6 +781,8 @@ impl Potential {
                 continue;
             }
             let cpair = &self.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
+            let (phi_all, dphi_all) = (&sc.phi[..], &sc.dphi[..]);
+            let (h_all, hd_all) = (&mut sc.h[..], &mut sc.hd[..]);
             let mut n0 = s0;
             while n0 < s1 {
                 let w_ = (s1 - n0).min(LANES);
@@ -788,10 +793,10 @@ impl Potential {
                     let mut a = [[zero; LANES]; TB];
                     let mut ad = [[zero; LANES]; TB];
                     for z in 0..p_ {
-                        let ph = lanes(&sc.phi, z * nn + n0);
+                        let ph = lanes(phi_all, z * nn + n0);
                         let c = &cpair[z * kmm..(z + 1) * kmm];
                         if opts.forces {
-                            let dph = lanes(&sc.dphi, z * nn + n0);
+                            let dph = lanes(dphi_all, z * nn + n0);
                             for u in 0..TB {
                                 let ct = c[t0 + u.min(tn - 1)];
                                 for l in 0..LANES {
@@ -810,9 +815,13 @@ impl Potential {
                     }
                     for u in 0..tn {
                         let t = t0 + u;
-                        sc.h[t * nn + n0..t * nn + n0 + w_].copy_from_slice(&a[u][..w_]);
+                        for l in 0..w_ {
+                            h_all[t * nn + n0 + l] = a[u][l];
+                        }
                         if opts.forces {
-                            sc.hd[t * nn + n0..t * nn + n0 + w_].copy_from_slice(&ad[u][..w_]);
+                            for l in 0..w_ {
+                                hd_all[t * nn + n0 + l] = ad[u][l];
+                            }
                         }
                     }
                 }
@@ -896,6 +905,8 @@ impl Potential {
             // f[(2 mu + parity) nn + n], likewise fmj, fmi, fr
             let k2 = 2 * kr * nn;
             // accumulated in registers over (beta, gamma), LANES neighbours at a time
+            let (h_all, hd_all, pj_all, dpj_all) = (&sc.h[..], &sc.hd[..], &sc.pj[..], &sc.dpj[..]);
+            let (psi_i, dpsi_i) = (&sc.psi_i[..], &sc.dpsi_i[..]);
             for mu in 0..kr {
                 let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
                 for n0 in (0..nn).step_by(LANES) {
@@ -904,24 +915,24 @@ impl Potential {
                     let mut fi = [[zero; LANES]; 2];
                     let mut fr = [[zero; LANES]; 2];
                     for b in 0..m_ {
-                        let (pb, dpb) = (sc.psi_i[b], sc.dpsi_i[b]);
+                        let (pb, dpb) = (psi_i[b], dpsi_i[b]);
                         for g in 0..m_ {
                             let t = mu * mm + b * m_ + g;
                             let par = (b + g) & 1;
-                            let h = lanes(&sc.h, t * nn + n0);
-                            let pg = lanes(&sc.pj, g * nn + n0);
+                            let h = lanes(h_all, t * nn + n0);
+                            let pg = lanes(pj_all, g * nn + n0);
                             for l in 0..LANES {
                                 f[par][l] = (h[l] * pb).fma::<F>(pg[l], f[par][l]);
                             }
                             if backward {
-                                let dpg = lanes(&sc.dpj, g * nn + n0);
+                                let dpg = lanes(dpj_all, g * nn + n0);
                                 for l in 0..LANES {
                                     fj[par][l] = (h[l] * pb).fma::<F>(dpg[l], fj[par][l]);
                                     fi[par][l] = (h[l] * dpb).fma::<F>(pg[l], fi[par][l]);
                                 }
                             }
                             if opts.forces {
-                                let hd = lanes(&sc.hd, t * nn + n0);
+                                let hd = lanes(hd_all, t * nn + n0);
                                 for l in 0..LANES {
                                     fr[par][l] = (hd[l] * pb).fma::<F>(pg[l], fr[par][l]);
                                 }
@@ -944,6 +955,7 @@ impl Potential {
             }
             // basic moments of both signs: (even +- odd) contractions
             let mom = &mut sc.moments2;
+            let (f_all, mono_all) = (&sc.f[..], &sc.mono[..]);
             for &(mu, ms, len, bs) in &lay.blocks {
                 let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
                 // QB monomials at a time, so each load of f serves 2 QB products
@@ -952,12 +964,12 @@ impl Potential {
                     let mut se = [[zero; LANES]; QB];
                     let mut so = [[zero; LANES]; QB];
                     for n0 in (0..nn).step_by(LANES) {
-                        let fe = lanes(&sc.f, oe + n0);
-                        let fo = lanes(&sc.f, oo + n0);
+                        let fe = lanes(f_all, oe + n0);
+                        let fo = lanes(f_all, oo + n0);
                         // a fixed count keeps the sums in registers; a short
                         // last block repeats its last monomial and drops it
                         for u in 0..QB {
-                            let mono = lanes(&sc.mono, (ms + t0 + u.min(qn - 1)) * nn + n0);
+                            let mono = lanes(mono_all, (ms + t0 + u.min(qn - 1)) * nn + n0);
                             for l in 0..LANES {
                                 se[u][l] = fe[l].fma::<F>(mono[l], se[u][l]);
                                 so[u][l] = fo[l].fma::<F>(mono[l], so[u][l]);
@@ -1037,28 +1049,30 @@ impl Potential {
                         sc.dpm.push((dm[2 * kb] + dm[2 * kb + 1], dm[2 * kb] - dm[2 * kb + 1]));
                     }
                     let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
+                    let (g_all, wq_all, f_all, mono_all, dpm) = (&mut sc.g[..], &mut sc.wq[..], &sc.f[..], &sc.mono[..], &sc.dpm[..]);
                     for n0 in (0..nn).step_by(LANES) {
-                        let mut gp = *lanes(&sc.g, oe + n0);
-                        let mut gm = *lanes(&sc.g, oo + n0);
-                        let fe = *lanes(&sc.f, oe + n0);
-                        let fo = *lanes(&sc.f, oo + n0);
-                        for (t, &(dp, dmm)) in sc.dpm.iter().enumerate() {
+                        let mut gp = *lanes(g_all, oe + n0);
+                        let mut gm = *lanes(g_all, oo + n0);
+                        let fe = lanes(f_all, oe + n0);
+                        let fo = lanes(f_all, oo + n0);
+                        let few = fe.map(|x| x * w);
+                        let fow = fo.map(|x| x * w);
+                        for (t, &(dp, dmm)) in dpm.iter().enumerate() {
                             let q = (ms + t) * nn + n0;
-                            let mono = lanes(&sc.mono, q);
+                            let mono = lanes(mono_all, q);
                             for l in 0..LANES {
                                 gp[l] = mono[l].fma::<F>(dp, gp[l]);
                                 gm[l] = mono[l].fma::<F>(dmm, gm[l]);
                             }
                             if opts.forces {
-                                let (dpw, dmw) = (dp * w, dmm * w);
-                                let wq: &mut [T; LANES] = (&mut sc.wq[q..q + LANES]).try_into().expect("LANES values");
+                                let wq: &mut [T; LANES] = (&mut wq_all[q..q + LANES]).try_into().expect("LANES values");
                                 for l in 0..LANES {
-                                    wq[l] = fe[l].fma::<F>(dpw, fo[l].fma::<F>(dmw, wq[l]));
+                                    wq[l] = few[l].fma::<F>(dp, fow[l].fma::<F>(dmm, wq[l]));
                                 }
                             }
                         }
-                        sc.g[oe + n0..oe + n0 + LANES].copy_from_slice(&gp);
-                        sc.g[oo + n0..oo + n0 + LANES].copy_from_slice(&gm);
+                        g_all[oe + n0..oe + n0 + LANES].copy_from_slice(&gp);
+                        g_all[oo + n0..oo + n0 + LANES].copy_from_slice(&gm);
                     }
                 }
                 if opts.forces {
