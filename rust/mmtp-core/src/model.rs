@@ -980,31 +980,31 @@ impl Potential {
                         let be = (se[u][0] + se[u][2]) + (se[u][1] + se[u][3]);
                         let bo = (so[u][0] + so[u][2]) + (so[u][1] + so[u][3]);
                         let kb = lay.perm[bs + t0 + u];
-                        mom[2 * kb] = be + bo;
-                        mom[2 * kb + 1] = be - bo;
+                        mom[kb] = [be + bo, be - bo];
                     }
                 }
             }
-            mom[2 * nbasic..].fill(zero);
-            debug_assert!(mom.len() == 2 * self.tables.n_moments);
+            mom[nbasic..].fill([zero; 2]);
+            debug_assert!(mom.len() == self.tables.n_moments);
             let times = &self.tables.times;
             for &(k, t0, t1) in &lay.runs {
                 // products into moment k, summed in registers (a, b < k)
-                let (mut vp, mut vm) = (zero, zero);
+                let mut v = [zero; 2];
                 for &(a, b, mult, _) in &times[t0..t1] {
-                    // SAFETY: Tables::validate checked every index against n_moments = mom.len() / 2
-                    unsafe {
-                        vp = (*mom.get_unchecked(2 * a) * *mom.get_unchecked(2 * b)).fma_c::<F>(mult, vp);
-                        vm = (*mom.get_unchecked(2 * a + 1) * *mom.get_unchecked(2 * b + 1)).fma_c::<F>(mult, vm);
+                    // SAFETY: Tables::validate checked every index against n_moments = mom.len()
+                    let (ma, mb) = unsafe { (*mom.get_unchecked(a), *mom.get_unchecked(b)) };
+                    for l in 0..2 {
+                        v[l] = (ma[l] * mb[l]).fma_c::<F>(mult, v[l]);
                     }
                 }
-                mom[2 * k] += vp;
-                mom[2 * k + 1] += vm;
+                for l in 0..2 {
+                    mom[k][l] += v[l];
+                }
             }
             let xi = &self.params[self.moment_offset()..];
             let mut sum = zero;
             for (al, &s) in self.tables.scalars.iter().enumerate() {
-                sum += (mom[2 * s] + mom[2 * s + 1]) * xi[al];
+                sum += (mom[s][0] + mom[s][1]) * xi[al];
             }
             acc.site[i] += T::cst(self.params[self.species_offset() + zi] * (2.0 * w)) + sum * w;
             if opts.param_grad {
@@ -1012,31 +1012,32 @@ impl Potential {
                 let mo = self.moment_offset();
                 acc.grad[so + zi] += T::cst(2.0 * w);
                 for (al, &s) in self.tables.scalars.iter().enumerate() {
-                    acc.grad[mo + al] += (mom[2 * s] + mom[2 * s + 1]) * w;
+                    acc.grad[mo + al] += (mom[s][0] + mom[s][1]) * w;
                 }
             }
             if backward {
                 let dm = &mut sc.dmom2;
-                dm.fill(zero);
+                dm.fill([zero; 2]);
                 for (al, &s) in self.tables.scalars.iter().enumerate() {
-                    dm[2 * s] += T::cst(xi[al]);
-                    dm[2 * s + 1] += T::cst(xi[al]);
+                    dm[s][0] += T::cst(xi[al]);
+                    dm[s][1] += T::cst(xi[al]);
                 }
                 debug_assert!(dm.len() == mom.len());
                 for &(k, t0, t1) in lay.runs.iter().rev() {
-                    let (dk_p, dk_m) = (dm[2 * k], dm[2 * k + 1]);
+                    let dk = dm[k];
                     for &(a, b, mult, _) in times[t0..t1].iter().rev() {
-                    // SAFETY: as above, dm.len() == mom.len() == 2 n_moments
-                    unsafe {
-                        let gp = dk_p * mult;
-                        let gm = dk_m * mult;
-                        let (ap, am) = (*mom.get_unchecked(2 * a), *mom.get_unchecked(2 * a + 1));
-                        let (bp, bm) = (*mom.get_unchecked(2 * b), *mom.get_unchecked(2 * b + 1));
-                        *dm.get_unchecked_mut(2 * a) = gp.fma::<F>(bp, *dm.get_unchecked(2 * a));
-                        *dm.get_unchecked_mut(2 * a + 1) = gm.fma::<F>(bm, *dm.get_unchecked(2 * a + 1));
-                        *dm.get_unchecked_mut(2 * b) = gp.fma::<F>(ap, *dm.get_unchecked(2 * b));
-                        *dm.get_unchecked_mut(2 * b + 1) = gm.fma::<F>(am, *dm.get_unchecked(2 * b + 1));
-                    }
+                        // SAFETY: as above, dm.len() == mom.len() == n_moments
+                        unsafe {
+                            let (ma, mb) = (*mom.get_unchecked(a), *mom.get_unchecked(b));
+                            let da = dm.get_unchecked_mut(a);
+                            for l in 0..2 {
+                                da[l] = (dk[l] * mult).fma::<F>(mb[l], da[l]);
+                            }
+                            let db = dm.get_unchecked_mut(b);
+                            for l in 0..2 {
+                                db[l] = (dk[l] * mult).fma::<F>(ma[l], db[l]);
+                            }
+                        }
                     }
                 }
                 // g[(2 mu) nn + n] = g_P, g[(2 mu + 1) nn + n] = g_M;
@@ -1046,7 +1047,7 @@ impl Potential {
                     sc.dpm.clear();
                     for t in 0..len {
                         let kb = lay.perm[bs + t];
-                        sc.dpm.push((dm[2 * kb] + dm[2 * kb + 1], dm[2 * kb] - dm[2 * kb + 1]));
+                        sc.dpm.push((dm[kb][0] + dm[kb][1], dm[kb][0] - dm[kb][1]));
                     }
                     let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
                     let (g_all, wq_all, f_all, mono_all, dpm) = (&mut sc.g[..], &mut sc.wq[..], &sc.f[..], &sc.mono[..], &sc.dpm[..]);
@@ -1737,8 +1738,8 @@ struct Scratch<T: Num> {
     dbm: Vec<T>,
     moments: Vec<T>,
     dmom: Vec<T>,
-    moments2: Vec<T>,
-    dmom2: Vec<T>,
+    moments2: Vec<[T; 2]>,
+    dmom2: Vec<[T; 2]>,
     dpm: Vec<(T, T)>,
 }
 
@@ -1780,8 +1781,8 @@ impl<T: Num> Scratch<T> {
             dbm: vec![z; nb],
             moments: vec![z; p.tables.n_moments],
             dmom: vec![z; p.tables.n_moments],
-            moments2: vec![z; 2 * p.tables.n_moments],
-            dmom2: vec![z; 2 * p.tables.n_moments],
+            moments2: vec![[z; 2]; p.tables.n_moments],
+            dmom2: vec![[z; 2]; p.tables.n_moments],
             dpm: Vec::new(),
         }
     }
