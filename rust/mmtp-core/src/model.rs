@@ -1106,7 +1106,7 @@ impl Potential {
                                 let pg = &sc.pj[gg * nn..(gg + 1) * nn];
                                 let gp = &mut sc.gpair[t * nn..(t + 1) * nn];
                                 for n in 0..nn {
-                                    gp[n] += g[n] * pg[n] * gb;
+                                    gp[n] = (g[n] * gb).fma::<F>(pg[n], gp[n]);
                                 }
                             }
                         }
@@ -1304,12 +1304,32 @@ impl Potential {
                     continue;
                 }
                 let dst = &mut acc.grad[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
+                let (phi_all, gpair_all) = (&sc.phi[..], &sc.gpair[..]);
+                // ZB radial polynomials at a time, so each gpair load serves ZB sums
+                let full = s0 + (s1 - s0) / LANES * LANES;
                 for mu in 0..kr {
-                    for z in 0..p_ {
-                        let ph = &sc.phi[z * nn + s0..z * nn + s1];
-                        for t in 0..mm {
-                            let gp = &sc.gpair[(mu * mm + t) * nn + s0..(mu * mm + t) * nn + s1];
-                            dst[(mu * p_ + z) * mm + t] += dot(ph, gp);
+                    for t in 0..mm {
+                        let row = (mu * mm + t) * nn;
+                        for z0 in (0..p_).step_by(ZB) {
+                            let zn = (p_ - z0).min(ZB);
+                            let mut a = [[zero; LANES]; ZB];
+                            for n0 in (s0..full).step_by(LANES) {
+                                let gp = lanes(gpair_all, row + n0);
+                                for u in 0..ZB {
+                                    let ph = lanes(phi_all, (z0 + u.min(zn - 1)) * nn + n0);
+                                    for l in 0..LANES {
+                                        a[u][l] = ph[l].fma::<F>(gp[l], a[u][l]);
+                                    }
+                                }
+                            }
+                            for u in 0..zn {
+                                let z = z0 + u;
+                                let mut sum = (a[u][0] + a[u][2]) + (a[u][1] + a[u][3]);
+                                for n in full..s1 {
+                                    sum = phi_all[z * nn + n].fma::<F>(gpair_all[row + n], sum);
+                                }
+                                dst[(mu * p_ + z) * mm + t] += sum;
+                            }
                         }
                     }
                 }
@@ -1623,6 +1643,8 @@ const LANES: usize = 4;
 const QB: usize = 4;
 /// Radial functions per register block of the H contraction.
 const TB: usize = 4;
+/// Radial polynomials per register block of the coefficient gradient.
+const ZB: usize = 4;
 
 fn atom_chunk(n: usize) -> usize {
     crate::threads::chunk_len(n, 16, 32)
