@@ -394,6 +394,28 @@ impl ActiveMatrix {
         let mut stale = false; // C has been updated since it was last computed fresh
         let mut inv_stale = false; // rows of A were swapped since A^-1 was last inverted afresh
         let mut rounds = 0;
+        // Lazy rows: once the group limit is reached, only rows of the groups
+        // holding rows of A can be swapped in, so only they are updated at each
+        // swap; the others lag behind and catch up (`sync`) by replaying the
+        // logged updates when they are needed again (a group left A, the check
+        // at the end). Replay applies the same operations in the same order as
+        // eager updates, so the numbers are identical; only the work is saved.
+        let mut dense_group: HashMap<i64, usize> = HashMap::new();
+        let gid: Vec<usize> = groups
+            .iter()
+            .map(|g| {
+                let n = dense_group.len();
+                *dense_group.entry(*g).or_insert(n)
+            })
+            .collect();
+        let mut in_a = vec![0usize; dense_group.len()]; // rows of A from this call, per group
+        for r in from_call.iter().flatten() {
+            in_a[gid[*r]] += 1;
+        }
+        let mut log: Vec<(usize, usize, Vec<f64>)> = Vec::new(); // (candidate, column, d) since C was fresh
+        let mut ver: Vec<usize> = vec![0; k]; // entries of `log` applied to each row of C
+        let mut lagging = false; // some rows of C are behind the log
+        const LOG_MAX: usize = 1024;
         // stagnation guard: on an ill-conditioned A, round-off can keep factors a
         // hair above the threshold forever; stop when a window of swaps gains
         // (almost) nothing in log |det|
@@ -403,7 +425,15 @@ impl ActiveMatrix {
         loop {
             // best allowed candidate
             let limit_reached = opts.max_groups.is_some_and(|l| group_count.len() >= l);
-            let allowed = |i: usize| !limit_reached || group_count.contains_key(&groups[i]);
+            if lagging && (!limit_reached || log.len() >= LOG_MAX) {
+                sync_rows(&mut c, m, &mut rowmax, &mut ver, &log, |_| true);
+                lagging = false;
+            }
+            if !lagging && log.len() >= LOG_MAX {
+                log.clear();
+                ver.iter_mut().for_each(|v| *v = 0);
+            }
+            let allowed = |i: usize| !limit_reached || in_a[gid[i]] > 0;
             let mut best = (0.0, usize::MAX);
             for (i, &g) in rowmax.iter().enumerate() {
                 if g > best.0 && allowed(i) {
@@ -421,14 +451,24 @@ impl ActiveMatrix {
                     self.refresh()?;
                     inv_stale = false;
                     let fresh = gemm(b, k, m, &self.ainv, m);
+                    // drift over the rows that are up to date (all of them unless
+                    // the group limit left some lagging: those were never ranked)
+                    let nlog = log.len();
                     let drift = fresh
                         .par_chunks(m)
                         .zip(c.par_chunks(m))
-                        .map(|(f, r)| f.iter().zip(r).map(|(x, y)| (x - y).abs() / x.abs().max(1.0)).fold(0.0, f64::max))
+                        .zip(ver.par_iter())
+                        .filter(|(_, v)| **v == nlog)
+                        .map(|((f, r), _)| {
+                            f.iter().zip(r).map(|(x, y)| (x - y).abs() / x.abs().max(1.0)).fold(0.0, f64::max)
+                        })
                         .reduce(|| 0.0, f64::max);
                     rep.grade_drift = rep.grade_drift.max(drift);
                     c = fresh;
                     rowmax = c.par_chunks(m).map(|r| row_argmax(r).0).collect();
+                    log.clear();
+                    ver.iter_mut().for_each(|v| *v = 0);
+                    lagging = false;
                     stale = false;
                     continue;
                 }
@@ -447,6 +487,9 @@ impl ActiveMatrix {
                 inv_stale = false;
                 c = gemm(b, k, m, &self.ainv, m);
                 rowmax = c.par_chunks(m).map(|r| row_argmax(r).0).collect();
+                log.clear();
+                ver.iter_mut().for_each(|v| *v = 0);
+                lagging = false;
                 stale = false;
                 rounds += 1;
                 if rounds > 3 {
@@ -460,6 +503,7 @@ impl ActiveMatrix {
                 if *e == 0 {
                     group_count.remove(&groups[old]);
                 }
+                in_a[gid[old]] -= 1;
             }
             self.a[j * m..(j + 1) * m].copy_from_slice(row);
             self.ids[j] = ids[i];
@@ -467,6 +511,7 @@ impl ActiveMatrix {
             inv_stale = true;
             from_call[j] = Some(i);
             *group_count.entry(groups[i]).or_insert(0) += 1;
+            in_a[gid[i]] += 1;
             rep.n_swaps += 1;
             rep.det_factors.push(cij.abs());
             window_gain += cij.abs().ln();
@@ -479,23 +524,20 @@ impl ActiveMatrix {
                 window_gain = 0.0;
                 window_n = 0;
             }
-            // C' = C - C[:, j] (c_i - e_j)^T / c_ij, also after a refresh of A^-1:
-            // C is never recomputed inside the loop (that product costs K m^2, a
-            // hundred swaps' worth); its round-off only has to be good enough to
-            // rank candidates, and the final fresh product below verifies the result
+            // C' = C - C[:, j] (c_i - e_j)^T / c_ij (row i becomes e_j), also after a
+            // refresh of A^-1: C is never recomputed inside the loop (that product
+            // costs K m^2, a hundred swaps' worth); its round-off only has to be good
+            // enough to rank candidates, and the final fresh product verifies the result
             let mut d: Vec<f64> = ci.iter().map(|x| x / cij).collect();
             d[j] -= 1.0 / cij;
-            c.par_chunks_mut(m).zip(rowmax.par_iter_mut()).for_each(|(cr, g)| {
-                let f = cr[j];
-                if f != 0.0 {
-                    axpy(cr, -f, &d);
-                }
-                *g = row_argmax(cr).0;
-            });
-            let cr = &mut c[i * m..(i + 1) * m];
-            cr.iter_mut().for_each(|x| *x = 0.0);
-            cr[j] = 1.0;
-            rowmax[i] = 1.0;
+            log.push((i, j, d));
+            let limit_now = opts.max_groups.is_some_and(|l| group_count.len() >= l);
+            if limit_now {
+                sync_rows(&mut c, m, &mut rowmax, &mut ver, &log, |r| in_a[gid[r]] > 0);
+                lagging = true;
+            } else {
+                sync_rows(&mut c, m, &mut rowmax, &mut ver, &log, |_| true);
+            }
             stale = true;
         }
         if inv_stale {
@@ -510,6 +552,40 @@ impl ActiveMatrix {
         rep.n_refreshes = self.stats.n_refreshes - refreshes0;
         Ok(rep)
     }
+}
+
+/// Bring the rows r of C with `want(r)` up to date with the update log
+/// (row i of entry (i, j, d) becomes e_j, every other row r gets
+/// `C[r] -= C[r, j] d`), and their row maxima; parallel over rows.
+fn sync_rows(
+    c: &mut [f64],
+    m: usize,
+    rowmax: &mut [f64],
+    ver: &mut [usize],
+    log: &[(usize, usize, Vec<f64>)],
+    want: impl Fn(usize) -> bool + Sync,
+) {
+    let n = log.len();
+    c.par_chunks_mut(m).zip(rowmax.par_iter_mut()).zip(ver.par_iter_mut()).enumerate().for_each(
+        |(r, ((cr, g), v))| {
+            if *v >= n || !want(r) {
+                return;
+            }
+            for (i, j, d) in &log[*v..] {
+                if *i == r {
+                    cr.iter_mut().for_each(|x| *x = 0.0);
+                    cr[*j] = 1.0;
+                } else {
+                    let f = cr[*j];
+                    if f != 0.0 {
+                        axpy(cr, -f, d);
+                    }
+                }
+            }
+            *v = n;
+            *g = row_argmax(cr).0;
+        },
+    );
 }
 
 /// Deterministic probe vector entries in [0.5, 1.5) with varying signs.
@@ -710,19 +786,178 @@ fn kernel(out: &mut [f64], ostride: usize, n: usize, rows: usize, coef: &[f64], 
     kernel_body::<false>(out, ostride, n, rows, coef, kin, x, xstride)
 }
 
-/// `B X` for B (k x kin) and X (kin x n), row-major; parallel over blocks of 4 rows.
+/// Rows of B per register block of [`gemm`].
+const MR: usize = 4;
+/// Columns of X per register block (and packed panel) of [`gemm`].
+const NR: usize = 8;
+/// Rows of B per task of [`gemm`]: their packed copy (RC x kin) stays in L2
+/// while every packed panel of X (kin x NR) streams through L1.
+const RC: usize = 64;
+
+/// `B X` for B (k x kin) and X (kin x n), row-major.
+///
+/// Register-blocked: X is packed into column panels of `NR` (kin x NR each,
+/// contiguous), each block of `MR` rows of B into a (t, row) interleaved copy
+/// that keeps only the columns t where some of its rows is non-zero (site
+/// gradients vanish on the parameters of the other species' pairs), and a
+/// micro-kernel accumulates an MR x NR tile in registers over t. Tasks are
+/// (row chunk of `RC`, group of panels) pairs, run in parallel; every output
+/// entry is one task's sum over t in increasing order, so results do not
+/// depend on the thread count (skipped terms are exact zeros).
 fn gemm(b: &[f64], k: usize, kin: usize, x: &[f64], n: usize) -> Vec<f64> {
     let mut out = vec![0.0; k * n];
     if k == 0 || n == 0 {
         return out;
     }
-    out.par_chunks_mut(4 * n).zip(b.par_chunks(4 * kin)).for_each(|(o, br)| {
-        let rows = o.len() / n;
-        kernel(o, n, n, rows, br, kin, x, n);
+    if k <= MR {
+        // a few rows (configuration-mode grades): packing X would cost more than the product
+        kernel(&mut out, n, n, k, b, kin, x, n);
+        return out;
+    }
+    let np = n.div_ceil(NR);
+    // packed panels of X: xp[p][t][0..NR]
+    let mut xp = vec![0.0; np * kin * NR];
+    xp.par_chunks_mut(kin * NR).enumerate().for_each(|(p, panel)| {
+        let c0 = p * NR;
+        let w = NR.min(n - c0);
+        for t in 0..kin {
+            panel[t * NR..t * NR + w].copy_from_slice(&x[t * n + c0..t * n + c0 + w]);
+        }
     });
+    // rows in order of their pattern of zeros, so that a block of MR rows
+    // shares it (site gradients of atoms of one species) and skips the most
+    let sig: Vec<u64> = b
+        .par_chunks(kin)
+        .map(|row| {
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            for (t, x) in row.iter().enumerate() {
+                if *x != 0.0 {
+                    h = (h ^ t as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+            h
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..k).collect();
+    if sig.iter().any(|h| *h != sig[0]) {
+        order.sort_by_key(|&r| (sig[r], r));
+    }
+    // packed row blocks of B: the non-zero columns and the interleaved values
+    let nb = k.div_ceil(MR);
+    let blocks: Vec<(Vec<u32>, Vec<f64>)> = (0..nb)
+        .into_par_iter()
+        .map(|q| {
+            let r0 = q * MR;
+            let rows = MR.min(k - r0);
+            let src: Vec<&[f64]> = (0..rows).map(|r| &b[order[r0 + r] * kin..(order[r0 + r] + 1) * kin]).collect();
+            let mut idx = Vec::with_capacity(kin);
+            let mut vals = Vec::with_capacity(kin * MR);
+            for t in 0..kin {
+                if src.iter().any(|row| row[t] != 0.0) {
+                    idx.push(t as u32);
+                    for r in 0..MR {
+                        vals.push(if r < rows { src[r][t] } else { 0.0 });
+                    }
+                }
+            }
+            (idx, vals)
+        })
+        .collect();
+    // tasks: (chunk of RC rows, group of panels); enough groups to feed the pool
+    let nchunks = k.div_ceil(RC);
+    let want = 4 * rayon::current_num_threads().max(1);
+    let ngroups = if nchunks >= want { 1 } else { want.div_ceil(nchunks).min(np) };
+    let per_group = np.div_ceil(ngroups);
+    let ngroups = np.div_ceil(per_group);
+    let simd = simd_available();
+    let tiles: Vec<(usize, usize, Vec<f64>)> = (0..nchunks * ngroups)
+        .into_par_iter()
+        .map(|task| {
+            let (ch, gr) = (task / ngroups, task % ngroups);
+            let (q0, q1) = (ch * RC / MR, ((ch + 1) * RC / MR).min(nb));
+            let (p0, p1) = (gr * per_group, ((gr + 1) * per_group).min(np));
+            // tile[(q - q0) * MR + r][(p - p0) * NR + c]
+            let w = (p1 - p0) * NR;
+            let mut tile = vec![0.0; (q1 - q0) * MR * w];
+            let mut acc = [0.0f64; MR * NR];
+            for p in p0..p1 {
+                let panel = &xp[p * kin * NR..(p + 1) * kin * NR];
+                for q in q0..q1 {
+                    let (idx, vals) = &blocks[q];
+                    micro(simd, idx, vals, panel, &mut acc);
+                    for r in 0..MR {
+                        let o = ((q - q0) * MR + r) * w + (p - p0) * NR;
+                        tile[o..o + NR].copy_from_slice(&acc[r * NR..(r + 1) * NR]);
+                    }
+                }
+            }
+            (ch, gr, tile)
+        })
+        .collect();
+    for (ch, gr, tile) in tiles {
+        let (r0, r1) = (ch * RC, ((ch + 1) * RC).min(k));
+        let (c0, c1) = (gr * per_group * NR, (((gr + 1) * per_group) * NR).min(n));
+        let w = ((gr + 1) * per_group).min(np) * NR - c0;
+        for pos in r0..r1 {
+            let r = order[pos];
+            let src = &tile[(pos - r0) * w..(pos - r0) * w + (c1 - c0)];
+            out[r * n + c0..r * n + c1].copy_from_slice(src);
+        }
+    }
     out
 }
 
+/// `acc[r][c] = sum_q vals[q][r] * panel[idx[q]][c]` (MR x NR tile).
+#[inline]
+fn micro(simd: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR]) {
+    // idx is strictly increasing (built so in `gemm`): checking the last bounds all
+    assert!(vals.len() >= idx.len() * MR);
+    assert!(idx.last().is_none_or(|&t| (t as usize + 1) * NR <= panel.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: AVX2 and FMA are available (checked at run time); every index
+        // read below was bounds-checked by the asserts above.
+        unsafe { micro_avx2(idx, vals, panel, acc) };
+        return;
+    }
+    let _ = simd;
+    let mut a = [0.0f64; MR * NR];
+    for (q, &t) in idx.iter().enumerate() {
+        let xr = &panel[t as usize * NR..(t as usize + 1) * NR];
+        for r in 0..MR {
+            let v = vals[q * MR + r];
+            for c in 0..NR {
+                a[r * NR + c] += v * xr[c];
+            }
+        }
+    }
+    *acc = a;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_avx2(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR]) {
+    use std::arch::x86_64::*;
+    let mut c = [_mm256_setzero_pd(); 2 * MR];
+    let vp = vals.as_ptr();
+    let xp = panel.as_ptr();
+    for (q, &t) in idx.iter().enumerate() {
+        let xr = xp.add(t as usize * NR);
+        let x0 = _mm256_loadu_pd(xr);
+        let x1 = _mm256_loadu_pd(xr.add(4));
+        let a = vp.add(q * MR);
+        for r in 0..MR {
+            let ar = _mm256_broadcast_sd(&*a.add(r));
+            c[2 * r] = _mm256_fmadd_pd(ar, x0, c[2 * r]);
+            c[2 * r + 1] = _mm256_fmadd_pd(ar, x1, c[2 * r + 1]);
+        }
+    }
+    let o = acc.as_mut_ptr();
+    for r in 0..MR {
+        _mm256_storeu_pd(o.add(r * NR), c[2 * r]);
+        _mm256_storeu_pd(o.add(r * NR + 4), c[2 * r + 1]);
+    }
+}
 /// Greedy stage: LU factorisation with partial pivoting of W (k x n,
 /// row-major; the unit-row columns of `C = B A^-1`), taking a pivot in column
 /// t only when its modulus exceeds `thr` (else the unit row stays).
