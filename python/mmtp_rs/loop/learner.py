@@ -100,6 +100,33 @@ def write_json(path: Path, doc: Any) -> None:
     atomic_write_json(path, doc)
 
 
+def warm_max_iter(fit: dict) -> int:
+    """Iteration limit of a warm-started refit: ``warm_max_iter``, or a quarter of ``max_iter``."""
+    n = int(fit.get("warm_max_iter", 0) or 0)
+    return n if n > 0 else max(1, int(fit.get("max_iter", 1000)) // 4)
+
+
+def write_warm_state(path: Path, warm: dict) -> None:
+    """The fit's warm-start state (inverse Hessian and objective scale), exact, written atomically."""
+    from mmtp_rs.io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, inverse_hessian=np.asarray(warm["inverse_hessian"], dtype="<f8"),
+                 value_scale=np.array(float(warm["value_scale"]), dtype="<f8"))
+
+
+def read_warm_state(path: Path) -> dict | None:
+    """What :func:`write_warm_state` wrote, or None if there is no (readable) file: the refit
+    then starts from the identity, as a cold BFGS does."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"inverse_hessian": np.array(z["inverse_hessian"]), "value_scale": float(z["value_scale"])}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise RuntimeError(f"{path}: unreadable warm-start state ({exc}); delete it to refit from the identity") from None
+
+
 class Learner:
     """Runs (and resumes) the active-learning loop of a configuration in a state directory."""
 
@@ -179,23 +206,32 @@ class Learner:
         data = Dataset.from_atoms(training)
         m = dict(self.cfg.model)
         species = m.pop("species", None) or sorted({s for a in training for s in a.get_chemical_symbols()})
-        if previous is None:
-            pot = make_potential(data, species=species, seed=self.cfg.seed, **m)
-        else:
-            pot = previous  # warm start from the last iteration's fit
         from mmtp_rs.config import fit_arguments
 
         valid_fraction = float(self.cfg.fit.get("valid_fraction", 0.0))
         f = fit_arguments(self.cfg.fit)
         f.pop("seed", None)  # each iteration's fit is seeded by the run's seed and the iteration
         f.pop("checkpoint_interval", None)  # the loop checkpoints every 5 s
+        warm = None
+        if previous is None:
+            pot = make_potential(data, species=species, seed=self.cfg.seed, **m)
+        else:
+            pot = previous  # warm start from the last iteration's fit
+            if self.cfg.fit.get("warm_start", True) and k > 0:
+                # ... and from its inverse Hessian, read from disk as a resumed run reads it
+                warm = read_warm_state(self.iter_dir(k - 1) / "fit_warm.npz")
+                if warm is not None:
+                    f["max_iter"] = warm_max_iter(self.cfg.fit)
         train, valid = (data.split(valid_fraction, seed=self.cfg.seed + k) if valid_fraction > 0 else (data, None))
         t0 = time.perf_counter()
         res = fit(pot, train, valid, checkpoint=d / "fit_checkpoint.json", checkpoint_interval=5.0, quiet=True,
-                  seed=self.cfg.seed + k, **f)
+                  seed=self.cfg.seed + k, warm=warm, **f)
         pot = res.potential
         self.log(f"iteration {k}: fitted {pot.n_params} parameters on {len(train)} configurations "
-                 f"in {time.perf_counter() - t0:.1f} s (loss {res.best_loss:.4g})")
+                 f"in {time.perf_counter() - t0:.1f} s ({'warm start, ' if warm else ''}"
+                 f"{len(res.history)} iterations, loss {res.best_loss:.4g})")
+        if res.warm_state() is not None:
+            write_warm_state(d / "fit_warm.npz", res.warm_state())  # before potential.json, the phase's marker
         pot.save(d / "potential.mtp")
         pot.save(path)
         return Potential.from_file(path)  # exactly what a resumed run reads

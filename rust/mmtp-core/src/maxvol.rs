@@ -111,6 +111,8 @@ pub struct ActiveMatrix {
     /// Error measured right after the last inversion from scratch (the floor set by conditioning).
     fresh_error: f64,
     stats: UpdateStats,
+    /// `A^-1` packed in column panels for [`gemm_packed`], made on first use after each change.
+    packed: std::sync::OnceLock<Packed>,
 }
 
 fn err_value(s: String) -> MmtpError {
@@ -160,6 +162,7 @@ impl ActiveMatrix {
             since_check: 0,
             fresh_error: 0.0,
             stats: UpdateStats::default(),
+            packed: std::sync::OnceLock::new(),
         })
     }
 
@@ -174,6 +177,7 @@ impl ActiveMatrix {
         let (inv, _) = invert(&a, m)?;
         s.a = a;
         s.ainv = inv;
+        s.packed = std::sync::OnceLock::new();
         s.ids = ids;
         s.fresh_error = s.inverse_error();
         Ok(s)
@@ -207,7 +211,17 @@ impl ActiveMatrix {
     /// `C = B A^-1` for K rows b (K*m numbers, row-major); parallel over rows.
     pub fn coefficients(&self, b: &[f64], k: usize) -> Result<Vec<f64>> {
         check_rows(b, k, self.m, "gradient rows")?;
-        Ok(gemm(b, k, self.m, &self.ainv, self.m))
+        Ok(self.product(b, k))
+    }
+
+    /// `B A^-1` (B checked by the caller), with the packed inverse kept between calls.
+    fn product(&self, b: &[f64], k: usize) -> Vec<f64> {
+        let m = self.m;
+        if k <= MR {
+            return gemm(b, k, m, &self.ainv, m);
+        }
+        let xp = self.packed.get_or_init(|| pack_x(&self.ainv, m, m));
+        gemm_packed(b, k, m, xp, m)
     }
 
     /// Extrapolation grades `max_j |(b A^-1)_j|` of K rows and the column where
@@ -249,6 +263,7 @@ impl ActiveMatrix {
     pub fn refresh(&mut self) -> Result<()> {
         let (inv, _) = invert(&self.a, self.m)?;
         self.ainv = inv;
+        self.packed = std::sync::OnceLock::new();
         self.since_check = 0;
         self.fresh_error = self.inverse_error();
         Ok(())
@@ -312,6 +327,7 @@ impl ActiveMatrix {
         } else {
             self.ainv.chunks_mut(m).enumerate().for_each(upd);
         }
+        self.packed = std::sync::OnceLock::new();
         self.a[j * m..(j + 1) * m].copy_from_slice(row);
         self.ids[j] = id;
         self.stats.n_swaps += 1;
@@ -362,7 +378,7 @@ impl ActiveMatrix {
             let s = 1.0 / self.unit_value;
             b.par_iter().map(|x| x * s).collect()
         } else {
-            gemm(b, k, m, &self.ainv, m)
+            self.product(b, k)
         };
         if opts.greedy_init && opts.max_groups.is_none() && unit_cols.len() >= 2 {
             let nu = unit_cols.len();
@@ -384,7 +400,7 @@ impl ActiveMatrix {
                 }
                 rep.n_pivots = piv.len();
                 self.refresh()?;
-                c = gemm(b, k, m, &self.ainv, m);
+                c = self.product(b, k);
             }
         }
 
@@ -450,7 +466,7 @@ impl ActiveMatrix {
                     rounds += 1;
                     self.refresh()?;
                     inv_stale = false;
-                    let fresh = gemm(b, k, m, &self.ainv, m);
+                    let fresh = self.product(b, k);
                     // drift over the rows that are up to date (all of them unless
                     // the group limit left some lagging: those were never ranked)
                     let nlog = log.len();
@@ -485,7 +501,7 @@ impl ActiveMatrix {
                 // the running C disagrees with a fresh product: recompute and go on
                 self.refresh()?;
                 inv_stale = false;
-                c = gemm(b, k, m, &self.ainv, m);
+                c = self.product(b, k);
                 rowmax = c.par_chunks(m).map(|r| row_argmax(r).0).collect();
                 log.clear();
                 ver.iter_mut().for_each(|v| *v = 0);
@@ -544,7 +560,7 @@ impl ActiveMatrix {
             self.refresh()?;
         }
         rep.max_grade = if stale {
-            let g = gemm(b, k, m, &self.ainv, m);
+            let g = self.product(b, k);
             g.par_chunks(m).map(|r| row_argmax(r).0).reduce(|| 0.0, f64::max)
         } else {
             rowmax.iter().copied().fold(0.0, f64::max)
@@ -788,8 +804,23 @@ fn kernel(out: &mut [f64], ostride: usize, n: usize, rows: usize, coef: &[f64], 
 
 /// Rows of B per register block of [`gemm`].
 const MR: usize = 4;
-/// Columns of X per register block (and packed panel) of [`gemm`].
-const NR: usize = 8;
+/// Columns of X per register block (and packed panel) of [`gemm`]: 8 (AVX2
+/// or plain code), 16 with AVX-512. Every output entry is the same sum in the
+/// same order either way, so the results do not depend on the width.
+const NR_MAX: usize = 16;
+
+/// Whether the AVX-512 product kernel can run here (`MMTP_NO_SIMD=1` turns it off).
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| simd_available() && std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 /// Rows of B per task of [`gemm`]: their packed copy (RC x kin) stays in L2
 /// while every packed panel of X (kin x NR) streams through L1.
 const RC: usize = 64;
@@ -814,16 +845,48 @@ fn gemm(b: &[f64], k: usize, kin: usize, x: &[f64], n: usize) -> Vec<f64> {
         kernel(&mut out, n, n, k, b, kin, x, n);
         return out;
     }
+    gemm_packed(b, k, kin, &pack_x(x, kin, n), n)
+}
+
+/// X (kin x n) packed in column panels of NR: `data[p][t][0..NR]`, zero-padded.
+#[derive(Clone, Debug)]
+struct Packed {
+    wide: bool,
+    nr: usize,
+    kin: usize,
+    n: usize,
+    data: Vec<f64>,
+}
+
+fn pack_x(x: &[f64], kin: usize, n: usize) -> Packed {
+    let wide = avx512_available();
+    let nr = if wide { 16 } else { 8 };
+    let np = n.div_ceil(nr);
+    let mut data = vec![0.0; np * kin * nr];
+    if kin > 0 {
+        data.par_chunks_mut(kin * nr).enumerate().for_each(|(p, panel)| {
+            let c0 = p * nr;
+            let w = nr.min(n - c0);
+            for t in 0..kin {
+                panel[t * nr..t * nr + w].copy_from_slice(&x[t * n + c0..t * n + c0 + w]);
+            }
+        });
+    }
+    Packed { wide, nr, kin, n, data }
+}
+
+/// `B X` with X packed by [`pack_x`]; see [`gemm`].
+fn gemm_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> Vec<f64> {
+    assert!(xpk.kin == kin && xpk.n == n);
+    let mut out = vec![0.0; k * n];
+    if k == 0 || n == 0 {
+        return out;
+    }
+    let wide = xpk.wide;
+    #[allow(non_snake_case)]
+    let NR: usize = xpk.nr;
     let np = n.div_ceil(NR);
-    // packed panels of X: xp[p][t][0..NR]
-    let mut xp = vec![0.0; np * kin * NR];
-    xp.par_chunks_mut(kin * NR).enumerate().for_each(|(p, panel)| {
-        let c0 = p * NR;
-        let w = NR.min(n - c0);
-        for t in 0..kin {
-            panel[t * NR..t * NR + w].copy_from_slice(&x[t * n + c0..t * n + c0 + w]);
-        }
-    });
+    let xp = &xpk.data;
     // rows in order of their pattern of zeros, so that a block of MR rows
     // shares it (site gradients of atoms of one species) and skips the most
     let sig: Vec<u64> = b
@@ -879,12 +942,12 @@ fn gemm(b: &[f64], k: usize, kin: usize, x: &[f64], n: usize) -> Vec<f64> {
             // tile[(q - q0) * MR + r][(p - p0) * NR + c]
             let w = (p1 - p0) * NR;
             let mut tile = vec![0.0; (q1 - q0) * MR * w];
-            let mut acc = [0.0f64; MR * NR];
+            let mut acc = [0.0f64; MR * NR_MAX];
             for p in p0..p1 {
                 let panel = &xp[p * kin * NR..(p + 1) * kin * NR];
                 for q in q0..q1 {
                     let (idx, vals) = &blocks[q];
-                    micro(simd, idx, vals, panel, &mut acc);
+                    micro(simd, wide, idx, vals, panel, &mut acc);
                     for r in 0..MR {
                         let o = ((q - q0) * MR + r) * w + (p - p0) * NR;
                         tile[o..o + NR].copy_from_slice(&acc[r * NR..(r + 1) * NR]);
@@ -907,12 +970,22 @@ fn gemm(b: &[f64], k: usize, kin: usize, x: &[f64], n: usize) -> Vec<f64> {
     out
 }
 
-/// `acc[r][c] = sum_q vals[q][r] * panel[idx[q]][c]` (MR x NR tile).
+/// `acc[r][c] = sum_q vals[q][r] * panel[idx[q]][c]` (MR x NR tile, NR = 16
+/// with `wide`, else 8), the sum over q in increasing order with fused multiply-adds
+/// (plain multiply and add without `simd`).
 #[inline]
-fn micro(simd: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR]) {
+fn micro(simd: bool, wide: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR_MAX]) {
+    #[allow(non_snake_case)]
+    let NR: usize = if wide { 16 } else { 8 };
     // idx is strictly increasing (built so in `gemm`): checking the last bounds all
     assert!(vals.len() >= idx.len() * MR);
     assert!(idx.last().is_none_or(|&t| (t as usize + 1) * NR <= panel.len()));
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: AVX-512F is available (checked at run time); indices checked above.
+        unsafe { micro_avx512(idx, vals, panel, acc) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: AVX2 and FMA are available (checked at run time); every index
@@ -921,7 +994,7 @@ fn micro(simd: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; M
         return;
     }
     let _ = simd;
-    let mut a = [0.0f64; MR * NR];
+    let mut a = [0.0f64; MR * NR_MAX];
     for (q, &t) in idx.iter().enumerate() {
         let xr = &panel[t as usize * NR..(t as usize + 1) * NR];
         for r in 0..MR {
@@ -935,8 +1008,35 @@ fn micro(simd: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; M
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_avx512(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR_MAX]) {
+    use std::arch::x86_64::*;
+    const NR: usize = 16;
+    let mut c = [_mm512_setzero_pd(); 2 * MR];
+    let vp = vals.as_ptr();
+    let xp = panel.as_ptr();
+    for (q, &t) in idx.iter().enumerate() {
+        let xr = xp.add(t as usize * NR);
+        let x0 = _mm512_loadu_pd(xr);
+        let x1 = _mm512_loadu_pd(xr.add(8));
+        let a = vp.add(q * MR);
+        for r in 0..MR {
+            let ar = _mm512_set1_pd(*a.add(r));
+            c[2 * r] = _mm512_fmadd_pd(ar, x0, c[2 * r]);
+            c[2 * r + 1] = _mm512_fmadd_pd(ar, x1, c[2 * r + 1]);
+        }
+    }
+    let o = acc.as_mut_ptr();
+    for r in 0..MR {
+        _mm512_storeu_pd(o.add(r * NR), c[2 * r]);
+        _mm512_storeu_pd(o.add(r * NR + 8), c[2 * r + 1]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR]) {
+unsafe fn micro_avx2(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR_MAX]) {
+    const NR: usize = 8;
     use std::arch::x86_64::*;
     let mut c = [_mm256_setzero_pd(); 2 * MR];
     let vp = vals.as_ptr();
