@@ -388,16 +388,6 @@ class FitResult:
     n_loss_calls: int = 0
     elapsed: float = 0.0  # s
     resumed: bool = False
-    # BFGS's inverse Hessian at the end of the best restart (variables u = θ / scale, objective
-    # divided by ``value_scale``), for a warm-started refit (``fit(..., warm=result.warm_state())``)
-    inverse_hessian: np.ndarray | None = None
-    value_scale: float | None = None
-
-    def warm_state(self) -> dict | None:
-        """What a warm-started refit needs besides the parameters (None if no BFGS state exists)."""
-        if self.inverse_hessian is None or self.value_scale is None:
-            return None
-        return {"inverse_hessian": self.inverse_hessian, "value_scale": self.value_scale}
 
     def to_dict(self) -> dict:
         return {"best_restart": self.best_restart, "best_iteration": self.best_iteration,
@@ -475,7 +465,7 @@ class _BFGS:
     line search's first step), ``k`` (iterations done), ``message``.
     """
 
-    def __init__(self, fun, x0=None, state: dict | None = None, h0: np.ndarray | None = None):
+    def __init__(self, fun, x0=None, state: dict | None = None):
         self.fun = fun
         self._cache: dict = {}
         if state is not None:
@@ -488,14 +478,9 @@ class _BFGS:
         else:
             self.x = np.array(x0, dtype=float)
             self.f, self.g = self._eval(self.x)
-            if h0 is None:
-                self.H = None
-                # first trial step of length ~1 along -g/|g| (as in scipy's BFGS)
-                self.f_prev = self.f + float(np.linalg.norm(self.g)) / 2
-            else:
-                # warm start: a quasi-Newton step, whose natural first trial length is 1
-                self.H = np.array(h0, dtype=float).reshape(self.x.size, self.x.size)
-                self.f_prev = None
+            self.H = None
+            # first trial step of length ~1 along -g/|g| (as in scipy's BFGS)
+            self.f_prev = self.f + float(np.linalg.norm(self.g)) / 2
             self.k = 0
 
     def _eval(self, x):
@@ -565,7 +550,7 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
         linear_solve: str | None = "auto", precondition: bool = False, patience: int | None = 100,
         gtol: float = 1e-10, ftol: float = 1e-14, seed: int = 0, checkpoint: str | os.PathLike | None = None,
         checkpoint_interval: float = 30.0, quiet: bool = False, print_every: int = 10,
-        callback: Callable[[dict], None] | None = None, warm: dict | None = None) -> FitResult:
+        callback: Callable[[dict], None] | None = None) -> FitResult:
     """Fit the parameters of ``pot`` to ``train``.
 
     Parameters
@@ -591,10 +576,6 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
         exists and matches this fit, the fit resumes from it
     quiet : no progress output; ``print_every``: iterations between plain lines
     callback : called with each iteration's history record
-    warm : warm start of a refit, ``previous_result.warm_state()``: restart 0 of the
-        BFGS starts from the previous fit's inverse Hessian (rescaled to this
-        fit's objective scale) instead of the identity. Start from the previous
-        parameters by passing the previous potential as ``pot``.
 
     Returns
     -------
@@ -619,17 +600,6 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
     settings = {"weights": asdict(weights), "regularization": regularization, "energy_per_atom": energy_per_atom,
                 "symmetrize": obj.symmetrize, "optimizer": optimizer, "restarts": restarts, "seed": seed,
                 "restart_scale": restart_scale, "n_valid": 0 if valid is None else len(valid)}
-    h0 = None
-    if warm is not None and optimizer == "BFGS":
-        h0 = np.asarray(warm["inverse_hessian"], dtype=float)
-        if h0.shape != (pot.n_params, pot.n_params) or not np.all(np.isfinite(h0)):
-            raise ValueError(f"warm start: inverse Hessian of shape {h0.shape} for {pot.n_params} parameters "
-                             "(or non-finite)")
-        warm_scale = float(warm["value_scale"])
-        if not (math.isfinite(warm_scale) and warm_scale > 0):
-            raise ValueError(f"warm start: value_scale must be positive, got {warm_scale}")
-        settings["warm"] = hashlib.sha256(np.ascontiguousarray(h0, "<f8").tobytes()
-                                          + repr(warm_scale).encode()).hexdigest()[:16]
     fp = _fingerprint(pot, train, settings)
     theta0 = pot.params
     rad = pot.param_blocks["radial"]
@@ -672,9 +642,6 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
             for k in ("theta", "scale", "best_theta"):
                 if doc[k] is not None:
                     doc[k] = [float(x) for x in doc[k]]
-            if doc.get("warm") is not None:
-                doc["warm"] = {"H": np.asarray(doc["warm"]["H"], dtype=float).ravel().tolist(),
-                               "value_scale": float(doc["warm"]["value_scale"])}
             if doc.get("bfgs") is not None:
                 doc["bfgs"] = {k: (np.asarray(v, dtype=float).ravel().tolist() if isinstance(v, np.ndarray) else v)
                                for k, v in doc["bfgs"].items()}
@@ -765,13 +732,7 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
                 # our own BFGS: its state is checkpointed with the fit, so a resumed
                 # fit follows the same iterates as an uninterrupted one, bit for bit
                 bs = state.get("bfgs")
-                if bs is not None:
-                    opt = _BFGS(fun, state=bs)
-                elif h0 is not None and r == 0:
-                    # inverse Hessian of the previous objective / its scale, in this fit's units
-                    opt = _BFGS(fun, obj.u(theta), h0=h0 * (obj.value_scale / warm_scale))
-                else:
-                    opt = _BFGS(fun, obj.u(theta))
+                opt = _BFGS(fun, obj.u(theta)) if bs is None else _BFGS(fun, state=bs)
                 try:
                     while state["iteration"] < max_iter:
                         stop = opt.step(gtol)
@@ -785,8 +746,6 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
                 th = obj.theta(opt.x)
                 if np.all(np.isfinite(th)):
                     state["theta"] = th
-                if opt.H is not None and state["best_restart"] == r:
-                    state["warm"] = {"H": opt.H, "value_scale": obj.value_scale}
             elif remaining > 0:
                 opts = {"maxiter": remaining, "gtol": gtol}
                 if optimizer == "L-BFGS-B":
@@ -808,11 +767,8 @@ def fit(pot: Potential, train: Dataset, valid: Dataset | None = None, *, weights
 
     best = pot.copy()
     best.params = np.asarray(state["best_theta"], dtype=float)
-    ws = state.get("warm")
-    inv_h = None if ws is None else np.asarray(ws["H"], dtype=float).reshape(pot.n_params, pot.n_params)
     n_calls = obj.n_calls + (vobj.n_calls if vobj else 0)
     return FitResult(potential=best, history=list(state["history"]), best_restart=state["best_restart"],
                      best_iteration=state["best_iteration"], best_loss=state["best_loss"],
                      best_valid_loss=state["best_valid"], restarts=state["restarts"], n_loss_calls=n_calls,
-                     elapsed=time.perf_counter() - t_start, resumed=resumed, inverse_hessian=inv_h,
-                     value_scale=None if ws is None else float(ws["value_scale"]))
+                     elapsed=time.perf_counter() - t_start, resumed=resumed)
