@@ -807,8 +807,9 @@ fn kernel(out: &mut [f64], ostride: usize, n: usize, rows: usize, coef: &[f64], 
     kernel_body::<false>(out, ostride, n, rows, coef, kin, x, xstride)
 }
 
-/// Rows of B per register block of [`gemm`].
+/// Rows of B per register block of [`gemm`] (AVX2 or plain code; 8 with AVX-512).
 const MR: usize = 4;
+const MR_MAX: usize = 8;
 /// Columns of X per register block (and packed panel) of [`gemm`]: 8 (AVX2
 /// or plain code), 16 with AVX-512. Every output entry is the same sum in the
 /// same order either way, so the results do not depend on the width.
@@ -892,6 +893,7 @@ fn gemm_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> Vec<f
     let NR: usize = xpk.nr;
     let np = n.div_ceil(NR);
     let xp = &xpk.data;
+    let mr = if wide { 8 } else { MR };
     // rows in order of their pattern of zeros, so that a block of MR rows
     // shares it (site gradients of atoms of one species) and skips the most
     let sig: Vec<u64> = b
@@ -911,19 +913,19 @@ fn gemm_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> Vec<f
         order.sort_by_key(|&r| (sig[r], r));
     }
     // packed row blocks of B: the non-zero columns and the interleaved values
-    let nb = k.div_ceil(MR);
+    let nb = k.div_ceil(mr);
     let blocks: Vec<(Vec<u32>, Vec<f64>)> = (0..nb)
         .into_par_iter()
         .map(|q| {
-            let r0 = q * MR;
-            let rows = MR.min(k - r0);
+            let r0 = q * mr;
+            let rows = mr.min(k - r0);
             let src: Vec<&[f64]> = (0..rows).map(|r| &b[order[r0 + r] * kin..(order[r0 + r] + 1) * kin]).collect();
             let mut idx = Vec::with_capacity(kin);
-            let mut vals = Vec::with_capacity(kin * MR);
+            let mut vals = Vec::with_capacity(kin * mr);
             for t in 0..kin {
                 if src.iter().any(|row| row[t] != 0.0) {
                     idx.push(t as u32);
-                    for r in 0..MR {
+                    for r in 0..mr {
                         vals.push(if r < rows { src[r][t] } else { 0.0 });
                     }
                 }
@@ -942,19 +944,19 @@ fn gemm_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> Vec<f
         .into_par_iter()
         .map(|task| {
             let (ch, gr) = (task / ngroups, task % ngroups);
-            let (q0, q1) = (ch * RC / MR, ((ch + 1) * RC / MR).min(nb));
+            let (q0, q1) = (ch * RC / mr, ((ch + 1) * RC / mr).min(nb));
             let (p0, p1) = (gr * per_group, ((gr + 1) * per_group).min(np));
             // tile[(q - q0) * MR + r][(p - p0) * NR + c]
             let w = (p1 - p0) * NR;
-            let mut tile = vec![0.0; (q1 - q0) * MR * w];
-            let mut acc = [0.0f64; MR * NR_MAX];
+            let mut tile = vec![0.0; (q1 - q0) * mr * w];
+            let mut acc = [0.0f64; MR_MAX * NR_MAX];
             for p in p0..p1 {
                 let panel = &xp[p * kin * NR..(p + 1) * kin * NR];
                 for q in q0..q1 {
                     let (idx, vals) = &blocks[q];
                     micro(simd, wide, idx, vals, panel, &mut acc);
-                    for r in 0..MR {
-                        let o = ((q - q0) * MR + r) * w + (p - p0) * NR;
+                    for r in 0..mr {
+                        let o = ((q - q0) * mr + r) * w + (p - p0) * NR;
                         tile[o..o + NR].copy_from_slice(&acc[r * NR..(r + 1) * NR]);
                     }
                 }
@@ -979,11 +981,12 @@ fn gemm_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> Vec<f
 /// with `wide`, else 8), the sum over q in increasing order with fused multiply-adds
 /// (plain multiply and add without `simd`).
 #[inline]
-fn micro(simd: bool, wide: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR_MAX]) {
+fn micro(simd: bool, wide: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR_MAX * NR_MAX]) {
     #[allow(non_snake_case)]
     let NR: usize = if wide { 16 } else { 8 };
+    let mr = if wide { 8 } else { MR };
     // idx is strictly increasing (built so in `gemm`): checking the last bounds all
-    assert!(vals.len() >= idx.len() * MR);
+    assert!(vals.len() >= idx.len() * mr);
     assert!(idx.last().is_none_or(|&t| (t as usize + 1) * NR <= panel.len()));
     #[cfg(target_arch = "x86_64")]
     if wide {
@@ -999,11 +1002,11 @@ fn micro(simd: bool, wide: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: 
         return;
     }
     let _ = simd;
-    let mut a = [0.0f64; MR * NR_MAX];
+    let mut a = [0.0f64; MR_MAX * NR_MAX];
     for (q, &t) in idx.iter().enumerate() {
         let xr = &panel[t as usize * NR..(t as usize + 1) * NR];
-        for r in 0..MR {
-            let v = vals[q * MR + r];
+        for r in 0..mr {
+            let v = vals[q * mr + r];
             for c in 0..NR {
                 a[r * NR + c] += v * xr[c];
             }
@@ -1014,9 +1017,10 @@ fn micro(simd: bool, wide: bool, idx: &[u32], vals: &[f64], panel: &[f64], acc: 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_avx512(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR_MAX]) {
+unsafe fn micro_avx512(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR_MAX * NR_MAX]) {
     use std::arch::x86_64::*;
     const NR: usize = 16;
+    const MR: usize = 8;
     let mut c = [_mm512_setzero_pd(); 2 * MR];
     let vp = vals.as_ptr();
     let xp = panel.as_ptr();
@@ -1040,7 +1044,7 @@ unsafe fn micro_avx512(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR * NR_MAX]) {
+unsafe fn micro_avx2(idx: &[u32], vals: &[f64], panel: &[f64], acc: &mut [f64; MR_MAX * NR_MAX]) {
     const NR: usize = 8;
     use std::arch::x86_64::*;
     let mut c = [_mm256_setzero_pd(); 2 * MR];
