@@ -209,7 +209,7 @@ FIT: dict[str, Key] = {
     "checkpoint_interval": Key("float", 30.0, lo=0.0),  # s
     "valid_fraction": Key("float", 0.0, lo=0.0, hi=0.9),  # random validation split
     # learn: refits after iteration 0 start from the previous potential, with at most
-    # warm_max_iter iterations (0: the default fraction of max_iter, see loop.learner.warm_max_iter)
+    # warm_max_iter iterations (0: max_iter; see loop.learner.warm_max_iter)
     "warm_max_iter": Key("int", 0, lo=0),
 }
 
