@@ -182,6 +182,8 @@ pub(crate) struct Layout {
     pub(crate) blocks: Vec<(usize, usize, usize, usize)>,
     /// internal basic index -> index in the tables
     pub(crate) perm: Vec<usize>,
+    /// runs of the `times` table with one target moment: (k, first, end)
+    pub(crate) runs: Vec<(usize, usize, usize)>,
 }
 
 impl Layout {
@@ -249,7 +251,7 @@ impl Layout {
                 perm.push(k);
             }
         }
-        Layout { monos, max_pow: max_deg, blocks, perm }
+        Layout { monos, max_pow: max_deg, blocks, perm, runs: Vec::new() }
     }
 }
 
@@ -420,7 +422,13 @@ impl Potential {
                 "basis too large: at most 64 radial functions and tensor rank 31".into(),
             ));
         }
-        let layout = Layout::new(&tables.basic);
+        let mut layout = Layout::new(&tables.basic);
+        for (t, &(_, _, _, k)) in tables.times.iter().enumerate() {
+            match layout.runs.last_mut() {
+                Some(run) if run.0 == k => run.2 = t + 1,
+                _ => layout.runs.push((k, t, t + 1)),
+            }
+        }
         let mut pot = Potential {
             n_species,
             scaling,
@@ -438,6 +446,13 @@ impl Potential {
         };
         pot.set_params(params)?;
         Ok(pot)
+    }
+
+    /// True when every species' magnetic interval is symmetric about zero
+    /// (and the basis is magnetic), so that psi_b(-m) = (-1)^b psi_b(m)
+    /// exactly and the kernel can serve both spin signs in one pass.
+    pub(crate) fn parity_symmetric(&self) -> bool {
+        self.n_psi > 1 && self.mag_lo.iter().zip(&self.mag_hi).all(|(&lo, &hi)| lo == -hi)
     }
 
     /// Number of radial coefficients.
@@ -628,7 +643,7 @@ impl Potential {
     /// like `nl.vec`) and the moments.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn atom<T: Num>(
+    fn atom<T: Num, const F: bool>(
         &self,
         types: &[usize],
         nl: &NeighborList,
@@ -652,12 +667,17 @@ impl Potential {
         let nbasic = lay.perm.len();
         let zi = types[i];
         let range = nl.range(i);
-        let nn = range.len();
+        // per-neighbour arrays have a stride nn padded to a multiple of the
+        // vector width; the padding entries have zero radial functions, so
+        // they add nothing, and the scatter loops visit real neighbours only
+        let nreal = range.len();
+        let nn = nreal.div_ceil(LANES) * LANES;
         let mp1 = lay.max_pow + 1;
         let backward = opts.forces || opts.param_grad;
         let block = kr * p_ * mm;
         let zero = T::cst(0.0);
         sc.prepare(nn, self);
+        let pair = signs.len() == 2 && signs[0] == 1.0 && signs[1] == -1.0 && self.parity_symmetric();
 
         // ---- neighbours sorted by species: group z is ks[gs[z]..gs[z + 1]]
         sc.ks.clear();
@@ -693,6 +713,15 @@ impl Potential {
                 sc.xr[n] = x;
                 sc.d2[n] = d * d * self.scaling;
                 sc.d1[n] = d * (2.0 * self.scaling);
+            }
+            for n in nreal..nn {
+                ux[n] = zero;
+                uy[n] = zero;
+                uz[n] = zero;
+                sc.inv_r[n] = zero;
+                sc.xr[n] = zero;
+                sc.d2[n] = zero;
+                sc.d1[n] = zero;
             }
         }
         // Chebyshev T_z(x) and T_z'(x) of every neighbour, then phi and dphi
@@ -737,10 +766,14 @@ impl Potential {
                 }
             }
         }
-        // H[t][n] = sum_zeta c[zi zj(n) t zeta] phi_zeta(n) (and with dphi)
-        sc.h[..kmm * nn].fill(zero);
-        if opts.forces {
-            sc.hd[..kmm * nn].fill(zero);
+        // H[t][n] = sum_zeta c[zi zj(n) t zeta] phi_zeta(n) (and with dphi),
+        // accumulated in registers over zeta for LANES neighbours at a time
+        // every real neighbour is written below; the padding is zero
+        for t in 0..kmm {
+            sc.h[t * nn + nreal..(t + 1) * nn].fill(zero);
+            if opts.forces {
+                sc.hd[t * nn + nreal..(t + 1) * nn].fill(zero);
+            }
         }
         for zj in 0..c_ {
             let (s0, s1) = (sc.gs[zj], sc.gs[zj + 1]);
@@ -748,26 +781,51 @@ impl Potential {
                 continue;
             }
             let cpair = &self.ct[(zi * c_ + zj) * block..(zi * c_ + zj + 1) * block];
-            for z in 0..p_ {
-                let c = &cpair[z * kmm..(z + 1) * kmm];
-                let ph = &sc.phi[z * nn + s0..z * nn + s1];
-                for t in 0..kmm {
-                    let ct = c[t];
-                    let h = &mut sc.h[t * nn + s0..t * nn + s1];
-                    for n in 0..s1 - s0 {
-                        h[n] += ph[n] * ct;
+            let (phi_all, dphi_all) = (&sc.phi[..], &sc.dphi[..]);
+            let (h_all, hd_all) = (&mut sc.h[..], &mut sc.hd[..]);
+            let mut n0 = s0;
+            while n0 < s1 {
+                let w_ = (s1 - n0).min(LANES);
+                // TB radial functions at a time (a short last block repeats
+                // its last one and drops it), so each phi load serves TB sums
+                for t0 in (0..kmm).step_by(TB) {
+                    let tn = (kmm - t0).min(TB);
+                    let mut a = [[zero; LANES]; TB];
+                    let mut ad = [[zero; LANES]; TB];
+                    for z in 0..p_ {
+                        let ph = lanes(phi_all, z * nn + n0);
+                        let c = &cpair[z * kmm..(z + 1) * kmm];
+                        if opts.forces {
+                            let dph = lanes(dphi_all, z * nn + n0);
+                            for u in 0..TB {
+                                let ct = c[t0 + u.min(tn - 1)];
+                                for l in 0..LANES {
+                                    a[u][l] = ph[l].fma_c::<F>(ct, a[u][l]);
+                                    ad[u][l] = dph[l].fma_c::<F>(ct, ad[u][l]);
+                                }
+                            }
+                        } else {
+                            for u in 0..TB {
+                                let ct = c[t0 + u.min(tn - 1)];
+                                for l in 0..LANES {
+                                    a[u][l] = ph[l].fma_c::<F>(ct, a[u][l]);
+                                }
+                            }
+                        }
                     }
-                }
-                if opts.forces {
-                    let dph = &sc.dphi[z * nn + s0..z * nn + s1];
-                    for t in 0..kmm {
-                        let ct = c[t];
-                        let h = &mut sc.hd[t * nn + s0..t * nn + s1];
-                        for n in 0..s1 - s0 {
-                            h[n] += dph[n] * ct;
+                    for u in 0..tn {
+                        let t = t0 + u;
+                        for l in 0..w_ {
+                            h_all[t * nn + n0 + l] = a[u][l];
+                        }
+                        if opts.forces {
+                            for l in 0..w_ {
+                                hd_all[t * nn + n0 + l] = ad[u][l];
+                            }
                         }
                     }
                 }
+                n0 += LANES;
             }
         }
         // monomials mono[q][n] by the degree recursion (canonical order):
@@ -817,6 +875,244 @@ impl Potential {
             sc.gpair[..kmm * nn].fill(zero);
         }
 
+        if pair {
+            // Both spin signs in one pass. With symmetric intervals
+            // psi_b(-m) = (-1)^b psi_b(m), so for sign s every radial function
+            // is f_s = f_e + s f_o (terms with beta + gamma even / odd), and so
+            // are its derivatives. The basic moments follow the same split;
+            // the nonlinear part (composite moments and their adjoints) runs
+            // on the two signs side by side; the backward pass needs only
+            // g_P = g_+ + g_- and g_M = g_+ - g_-.
+            let (_, yi) = mag_arg(self, zi, moms[i]);
+            let si = 2.0 / (self.mag_hi[zi] - self.mag_lo[zi]);
+            cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
+            for b in 0..m_ {
+                sc.dpsi_i[b] *= si;
+            }
+            {
+                let mut pj = [zero; 64];
+                let mut dpj = [zero; 64];
+                for (n, &k) in sc.ks.iter().enumerate() {
+                    let j = nl.index[k];
+                    let (sj, yj) = mag_arg(self, types[j], moms[j]);
+                    cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
+                    for g in 0..m_ {
+                        sc.pj[g * nn + n] = pj[g];
+                        sc.dpj[g * nn + n] = dpj[g] * sj;
+                    }
+                }
+            }
+            // f[(2 mu + parity) nn + n], likewise fmj, fmi, fr
+            let k2 = 2 * kr * nn;
+            // accumulated in registers over (beta, gamma), LANES neighbours at a time
+            let (h_all, hd_all, pj_all, dpj_all) = (&sc.h[..], &sc.hd[..], &sc.pj[..], &sc.dpj[..]);
+            let (psi_i, dpsi_i) = (&sc.psi_i[..], &sc.dpsi_i[..]);
+            for mu in 0..kr {
+                let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
+                for n0 in (0..nn).step_by(LANES) {
+                    let mut f = [[zero; LANES]; 2];
+                    let mut fj = [[zero; LANES]; 2];
+                    let mut fi = [[zero; LANES]; 2];
+                    let mut fr = [[zero; LANES]; 2];
+                    for b in 0..m_ {
+                        let (pb, dpb) = (psi_i[b], dpsi_i[b]);
+                        for g in 0..m_ {
+                            let t = mu * mm + b * m_ + g;
+                            let par = (b + g) & 1;
+                            let h = lanes(h_all, t * nn + n0);
+                            let pg = lanes(pj_all, g * nn + n0);
+                            for l in 0..LANES {
+                                f[par][l] = (h[l] * pb).fma::<F>(pg[l], f[par][l]);
+                            }
+                            if backward {
+                                let dpg = lanes(dpj_all, g * nn + n0);
+                                for l in 0..LANES {
+                                    fj[par][l] = (h[l] * pb).fma::<F>(dpg[l], fj[par][l]);
+                                    fi[par][l] = (h[l] * dpb).fma::<F>(pg[l], fi[par][l]);
+                                }
+                            }
+                            if opts.forces {
+                                let hd = lanes(hd_all, t * nn + n0);
+                                for l in 0..LANES {
+                                    fr[par][l] = (hd[l] * pb).fma::<F>(pg[l], fr[par][l]);
+                                }
+                            }
+                        }
+                    }
+                    sc.f[oe + n0..oe + n0 + LANES].copy_from_slice(&f[0]);
+                    sc.f[oo + n0..oo + n0 + LANES].copy_from_slice(&f[1]);
+                    if backward {
+                        sc.fmj[oe + n0..oe + n0 + LANES].copy_from_slice(&fj[0]);
+                        sc.fmj[oo + n0..oo + n0 + LANES].copy_from_slice(&fj[1]);
+                        sc.fmi[oe + n0..oe + n0 + LANES].copy_from_slice(&fi[0]);
+                        sc.fmi[oo + n0..oo + n0 + LANES].copy_from_slice(&fi[1]);
+                    }
+                    if opts.forces {
+                        sc.fr[oe + n0..oe + n0 + LANES].copy_from_slice(&fr[0]);
+                        sc.fr[oo + n0..oo + n0 + LANES].copy_from_slice(&fr[1]);
+                    }
+                }
+            }
+            // basic moments of both signs: (even +- odd) contractions
+            let mom = &mut sc.moments2;
+            let (f_all, mono_all) = (&sc.f[..], &sc.mono[..]);
+            for &(mu, ms, len, bs) in &lay.blocks {
+                let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
+                // QB monomials at a time, so each load of f serves 2 QB products
+                for t0 in (0..len).step_by(QB) {
+                    let qn = (len - t0).min(QB);
+                    let mut se = [[zero; LANES]; QB];
+                    let mut so = [[zero; LANES]; QB];
+                    for n0 in (0..nn).step_by(LANES) {
+                        let fe = lanes(f_all, oe + n0);
+                        let fo = lanes(f_all, oo + n0);
+                        // a fixed count keeps the sums in registers; a short
+                        // last block repeats its last monomial and drops it
+                        for u in 0..QB {
+                            let mono = lanes(mono_all, (ms + t0 + u.min(qn - 1)) * nn + n0);
+                            for l in 0..LANES {
+                                se[u][l] = fe[l].fma::<F>(mono[l], se[u][l]);
+                                so[u][l] = fo[l].fma::<F>(mono[l], so[u][l]);
+                            }
+                        }
+                    }
+                    for u in 0..qn {
+                        let be = (se[u][0] + se[u][2]) + (se[u][1] + se[u][3]);
+                        let bo = (so[u][0] + so[u][2]) + (so[u][1] + so[u][3]);
+                        let kb = lay.perm[bs + t0 + u];
+                        mom[2 * kb] = be + bo;
+                        mom[2 * kb + 1] = be - bo;
+                    }
+                }
+            }
+            mom[2 * nbasic..].fill(zero);
+            debug_assert!(mom.len() == 2 * self.tables.n_moments);
+            let times = &self.tables.times;
+            for &(k, t0, t1) in &lay.runs {
+                // products into moment k, summed in registers (a, b < k)
+                let (mut vp, mut vm) = (zero, zero);
+                for &(a, b, mult, _) in &times[t0..t1] {
+                    // SAFETY: Tables::validate checked every index against n_moments = mom.len() / 2
+                    unsafe {
+                        vp = (*mom.get_unchecked(2 * a) * *mom.get_unchecked(2 * b)).fma_c::<F>(mult, vp);
+                        vm = (*mom.get_unchecked(2 * a + 1) * *mom.get_unchecked(2 * b + 1)).fma_c::<F>(mult, vm);
+                    }
+                }
+                mom[2 * k] += vp;
+                mom[2 * k + 1] += vm;
+            }
+            let xi = &self.params[self.moment_offset()..];
+            let mut sum = zero;
+            for (al, &s) in self.tables.scalars.iter().enumerate() {
+                sum += (mom[2 * s] + mom[2 * s + 1]) * xi[al];
+            }
+            acc.site[i] += T::cst(self.params[self.species_offset() + zi] * (2.0 * w)) + sum * w;
+            if opts.param_grad {
+                let so = self.species_offset();
+                let mo = self.moment_offset();
+                acc.grad[so + zi] += T::cst(2.0 * w);
+                for (al, &s) in self.tables.scalars.iter().enumerate() {
+                    acc.grad[mo + al] += (mom[2 * s] + mom[2 * s + 1]) * w;
+                }
+            }
+            if backward {
+                let dm = &mut sc.dmom2;
+                dm.fill(zero);
+                for (al, &s) in self.tables.scalars.iter().enumerate() {
+                    dm[2 * s] += T::cst(xi[al]);
+                    dm[2 * s + 1] += T::cst(xi[al]);
+                }
+                debug_assert!(dm.len() == mom.len());
+                for &(k, t0, t1) in lay.runs.iter().rev() {
+                    let (dk_p, dk_m) = (dm[2 * k], dm[2 * k + 1]);
+                    for &(a, b, mult, _) in times[t0..t1].iter().rev() {
+                    // SAFETY: as above, dm.len() == mom.len() == 2 n_moments
+                    unsafe {
+                        let gp = dk_p * mult;
+                        let gm = dk_m * mult;
+                        let (ap, am) = (*mom.get_unchecked(2 * a), *mom.get_unchecked(2 * a + 1));
+                        let (bp, bm) = (*mom.get_unchecked(2 * b), *mom.get_unchecked(2 * b + 1));
+                        *dm.get_unchecked_mut(2 * a) = gp.fma::<F>(bp, *dm.get_unchecked(2 * a));
+                        *dm.get_unchecked_mut(2 * a + 1) = gm.fma::<F>(bm, *dm.get_unchecked(2 * a + 1));
+                        *dm.get_unchecked_mut(2 * b) = gp.fma::<F>(ap, *dm.get_unchecked(2 * b));
+                        *dm.get_unchecked_mut(2 * b + 1) = gm.fma::<F>(am, *dm.get_unchecked(2 * b + 1));
+                    }
+                    }
+                }
+                // g[(2 mu) nn + n] = g_P, g[(2 mu + 1) nn + n] = g_M;
+                // wq[q](n) += w (f_e(n) dP[q] + f_o(n) dM[q])
+                sc.g[..k2].fill(zero);
+                for &(mu, ms, len, bs) in &lay.blocks {
+                    sc.dpm.clear();
+                    for t in 0..len {
+                        let kb = lay.perm[bs + t];
+                        sc.dpm.push((dm[2 * kb] + dm[2 * kb + 1], dm[2 * kb] - dm[2 * kb + 1]));
+                    }
+                    let (oe, oo) = (2 * mu * nn, (2 * mu + 1) * nn);
+                    let (g_all, wq_all, f_all, mono_all, dpm) = (&mut sc.g[..], &mut sc.wq[..], &sc.f[..], &sc.mono[..], &sc.dpm[..]);
+                    for n0 in (0..nn).step_by(LANES) {
+                        let mut gp = *lanes(g_all, oe + n0);
+                        let mut gm = *lanes(g_all, oo + n0);
+                        let fe = lanes(f_all, oe + n0);
+                        let fo = lanes(f_all, oo + n0);
+                        let few = fe.map(|x| x * w);
+                        let fow = fo.map(|x| x * w);
+                        for (t, &(dp, dmm)) in dpm.iter().enumerate() {
+                            let q = (ms + t) * nn + n0;
+                            let mono = lanes(mono_all, q);
+                            for l in 0..LANES {
+                                gp[l] = mono[l].fma::<F>(dp, gp[l]);
+                                gm[l] = mono[l].fma::<F>(dmm, gm[l]);
+                            }
+                            if opts.forces {
+                                let wq: &mut [T; LANES] = (&mut wq_all[q..q + LANES]).try_into().expect("LANES values");
+                                for l in 0..LANES {
+                                    wq[l] = few[l].fma::<F>(dp, fow[l].fma::<F>(dmm, wq[l]));
+                                }
+                            }
+                        }
+                        g_all[oe + n0..oe + n0 + LANES].copy_from_slice(&gp);
+                        g_all[oo + n0..oo + n0 + LANES].copy_from_slice(&gm);
+                    }
+                }
+                if opts.forces {
+                    let mut dedmi = zero;
+                    sc.tmp[..nn].fill(zero);
+                    for mu in 0..kr {
+                        let (a, b) = (2 * mu * nn, (2 * mu + 1) * nn);
+                        let (gp, gm) = (&sc.g[a..a + nn], &sc.g[b..b + nn]);
+                        dedmi += dot(gp, &sc.fmi[a..a + nn]) + dot(gm, &sc.fmi[b..b + nn]);
+                        let (fre, fro) = (&sc.fr[a..a + nn], &sc.fr[b..b + nn]);
+                        let (fje, fjo) = (&sc.fmj[a..a + nn], &sc.fmj[b..b + nn]);
+                        for n in 0..nn {
+                            sc.radial_g[n] += (gp[n] * fre[n] + gm[n] * fro[n]) * w;
+                            sc.tmp[n] += gp[n] * fje[n] + gm[n] * fjo[n];
+                        }
+                    }
+                    for (n, &k) in sc.ks.iter().enumerate() {
+                        acc.dedm[nl.index[k]] += sc.tmp[n] * w;
+                    }
+                    acc.dedm[i] += dedmi * w;
+                }
+                if opts.param_grad {
+                    for mu in 0..kr {
+                        for b in 0..m_ {
+                            let gb = sc.psi_i[b] * w;
+                            for gg in 0..m_ {
+                                let t = mu * mm + b * m_ + gg;
+                                let o = (2 * mu + ((b + gg) & 1)) * nn;
+                                let g = &sc.g[o..o + nn];
+                                let pg = &sc.pj[gg * nn..(gg + 1) * nn];
+                                let gp = &mut sc.gpair[t * nn..(t + 1) * nn];
+                                for n in 0..nn {
+                                    gp[n] += g[n] * pg[n] * gb;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
         for &sign in signs {
             // magnetic basis of the central atom and of every neighbour
             let mi = moms[i] * sign;
@@ -893,12 +1189,15 @@ impl Potential {
             }
             mom[nbasic..].fill(zero);
             debug_assert!(mom.len() == self.tables.n_moments);
-            for &(a, b, mult, k) in &self.tables.times {
-                // SAFETY: Tables::validate checked every index against n_moments = mom.len()
-                unsafe {
-                    let v = *mom.get_unchecked(a) * *mom.get_unchecked(b) * mult;
-                    *mom.get_unchecked_mut(k) += v;
+            for &(k, t0, t1) in &lay.runs {
+                let mut v = zero;
+                for &(a, b, mult, _) in &self.tables.times[t0..t1] {
+                    // SAFETY: Tables::validate checked every index against n_moments = mom.len()
+                    unsafe {
+                        v = (*mom.get_unchecked(a) * *mom.get_unchecked(b)).fma_c::<F>(mult, v);
+                    }
                 }
+                mom[k] += v;
             }
             let xi = &self.params[self.moment_offset()..];
             let mut site = T::cst(self.params[self.species_offset() + zi]);
@@ -924,14 +1223,17 @@ impl Potential {
                 dm[s] += T::cst(xi[al]);
             }
             debug_assert!(dm.len() == self.tables.n_moments);
-            for &(a, b, mult, k) in self.tables.times.iter().rev() {
-                // SAFETY: Tables::validate checked every index against n_moments = dm.len() = mom.len()
-                unsafe {
-                    let g = *dm.get_unchecked(k) * mult;
-                    let ma = *mom.get_unchecked(a);
-                    let mb = *mom.get_unchecked(b);
-                    *dm.get_unchecked_mut(a) += g * mb;
-                    *dm.get_unchecked_mut(b) += g * ma;
+            for &(k, t0, t1) in lay.runs.iter().rev() {
+                let dk = dm[k];
+                for &(a, b, mult, _) in self.tables.times[t0..t1].iter().rev() {
+                    // SAFETY: Tables::validate checked every index against n_moments = dm.len() = mom.len()
+                    unsafe {
+                        let g = dk * mult;
+                        let ma = *mom.get_unchecked(a);
+                        let mb = *mom.get_unchecked(b);
+                        *dm.get_unchecked_mut(a) = g.fma::<F>(mb, *dm.get_unchecked(a));
+                        *dm.get_unchecked_mut(b) = g.fma::<F>(ma, *dm.get_unchecked(b));
+                    }
                 }
             }
             for (t, &kb) in lay.perm.iter().enumerate() {
@@ -992,6 +1294,7 @@ impl Potential {
                 }
             }
         }
+        }
         if opts.param_grad {
             // dE/dc[zi zj mu zeta beta gamma] = sum_n phi_zeta(n) gpair[mu beta gamma](n) over neighbours of species zj
             for zj in 0..c_ {
@@ -1037,8 +1340,8 @@ impl Potential {
                     let prev = &mono[(prev_start + t) * nn..(prev_start + t + 1) * nn];
                     let wprev = &mut lo[(prev_start + t) * nn..(prev_start + t + 1) * nn];
                     for n in 0..nn {
-                        dux[n] += whi[n] * prev[n];
-                        wprev[n] += ux[n] * whi[n];
+                        dux[n] = whi[n].fma::<F>(prev[n], dux[n]);
+                        wprev[n] = ux[n].fma::<F>(whi[n], wprev[n]);
                     }
                 }
                 for t in 0..nu {
@@ -1047,8 +1350,8 @@ impl Potential {
                     let prev = &mono[q * nn..(q + 1) * nn];
                     let wprev = &mut lo[q * nn..(q + 1) * nn];
                     for n in 0..nn {
-                        duy[n] += whi[n] * prev[n];
-                        wprev[n] += uy[n] * whi[n];
+                        duy[n] = whi[n].fma::<F>(prev[n], duy[n]);
+                        wprev[n] = uy[n].fma::<F>(whi[n], wprev[n]);
                     }
                 }
                 let q = prev_start + prev_len - 1;
@@ -1056,8 +1359,8 @@ impl Potential {
                 let prev = &mono[q * nn..(q + 1) * nn];
                 let wprev = &mut lo[q * nn..(q + 1) * nn];
                 for n in 0..nn {
-                    duz[n] += whi[n] * prev[n];
-                    wprev[n] += uz[n] * whi[n];
+                    duz[n] = whi[n].fma::<F>(prev[n], duz[n]);
+                    wprev[n] = uz[n].fma::<F>(whi[n], wprev[n]);
                 }
                 end = start;
             }
@@ -1105,7 +1408,7 @@ impl Potential {
         sc: &mut Scratch<T>,
         acc: &mut Acc<T>,
     ) {
-        self.atom(types, nl, vecs, moms, i, signs, w, opts, sc, acc)
+        self.atom::<T, true>(types, nl, vecs, moms, i, signs, w, opts, sc, acc)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1130,7 +1433,7 @@ impl Potential {
             return;
         }
         let _ = simd;
-        self.atom(types, nl, vecs, moms, i, signs, w, opts, sc, acc)
+        self.atom::<T, false>(types, nl, vecs, moms, i, signs, w, opts, sc, acc)
     }
 
     /// Run the kernel over all atoms, accumulating into one `Acc` (parallel).
@@ -1148,7 +1451,8 @@ impl Potential {
         // appear as neighbours and receive derivative contributions
         let n = types.len();
         let nc = nl.n_atoms();
-        let signs: &[f64] = if symmetrize { &[1.0, -1.0] } else { &[1.0] };
+        // a non-magnetic basis has E(M) = E(-M): one sign is the symmetrised energy
+        let signs: &[f64] = if symmetrize && self.n_psi > 1 { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let np = if opts.param_grad { self.n_params() } else { 0 };
         let simd = simd_available();
@@ -1187,7 +1491,7 @@ impl Potential {
         let n = types.len();
         let nc = nl.n_atoms();
         let np = self.n_params();
-        let signs: &[f64] = if opts.symmetrize { &[1.0, -1.0] } else { &[1.0] };
+        let signs: &[f64] = if opts.symmetrize && self.n_psi > 1 { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
         type State = (Acc<f64>, Scratch<f64>, Vec<(usize, Vec<f64>)>, Vec<f64>);
@@ -1312,6 +1616,13 @@ impl Potential {
 
 /// Atoms per chunk of the kernel's parallel loop: a function of the atom
 /// count only, so that sums are bit-identical at any thread count.
+/// Vector width (f64 lanes) of the kernel's register-blocked loops.
+const LANES: usize = 4;
+/// Monomials per register block of the basic-moment contraction.
+const QB: usize = 4;
+/// Radial functions per register block of the H contraction.
+const TB: usize = 4;
+
 fn atom_chunk(n: usize) -> usize {
     crate::threads::chunk_len(n, 16, 32)
 }
@@ -1336,6 +1647,12 @@ fn dot<T: Num>(a: &[T], b: &[T]) -> T {
         s += *x * *y;
     }
     s
+}
+
+/// The LANES values of `v` from `at` as a fixed-size array.
+#[inline(always)]
+fn lanes<T: Num>(v: &[T], at: usize) -> &[T; LANES] {
+    v[at..at + LANES].try_into().expect("LANES values")
 }
 
 /// Argument of the magnetic Chebyshev polynomials and its derivative factor.
@@ -1420,6 +1737,9 @@ struct Scratch<T: Num> {
     dbm: Vec<T>,
     moments: Vec<T>,
     dmom: Vec<T>,
+    moments2: Vec<T>,
+    dmom2: Vec<T>,
+    dpm: Vec<(T, T)>,
 }
 
 impl<T: Num> Scratch<T> {
@@ -1460,6 +1780,9 @@ impl<T: Num> Scratch<T> {
             dbm: vec![z; nb],
             moments: vec![z; p.tables.n_moments],
             dmom: vec![z; p.tables.n_moments],
+            moments2: vec![z; 2 * p.tables.n_moments],
+            dmom2: vec![z; 2 * p.tables.n_moments],
+            dpm: Vec::new(),
         }
     }
     /// Size the per-neighbour arrays for `nn` neighbours (stride nn).
@@ -1480,18 +1803,18 @@ impl<T: Num> Scratch<T> {
             (&mut self.d2, nn),
             (&mut self.t, pp * nn),
             (&mut self.dt, pp * nn),
-            (&mut self.phi, pp * nn),
-            (&mut self.dphi, pp * nn),
+            (&mut self.phi, pp * nn + LANES),
+            (&mut self.dphi, pp * nn + LANES),
             (&mut self.h, kmm * nn),
             (&mut self.hd, kmm * nn),
             (&mut self.gpair, kmm * nn),
             (&mut self.pj, m * nn),
             (&mut self.dpj, m * nn),
-            (&mut self.f, kr * nn),
-            (&mut self.fr, kr * nn),
-            (&mut self.fmj, kr * nn),
-            (&mut self.fmi, kr * nn),
-            (&mut self.g, kr * nn),
+            (&mut self.f, 2 * kr * nn),
+            (&mut self.fr, 2 * kr * nn),
+            (&mut self.fmj, 2 * kr * nn),
+            (&mut self.fmi, 2 * kr * nn),
+            (&mut self.g, 2 * kr * nn),
             (&mut self.tmp, nn),
             (&mut self.mono, nm * nn),
             (&mut self.wq, nm * nn),

@@ -278,12 +278,18 @@ pub fn build(
         members[fill[f]] = i;
         fill[f] += 1;
     }
+    // positions in bin order, so a bin's candidates are contiguous in memory
+    let binned: Vec<[f64; 3]> = members.iter().map(|&j| wrapped[j]).collect();
+    // expected neighbours per atom (number density x sphere volume), for the
+    // initial capacity of each list
+    let density = n as f64 / volume(&eff).abs().max(1e-300);
+    let expect = (density * 4.19 * cutoff.powi(3) * 1.25).clamp(8.0, 4096.0) as usize;
     let rc2 = cutoff * cutoff;
     let tol2 = COINCIDENCE_TOL * COINCIDENCE_TOL;
     let per_atom: Vec<Result<Vec<(usize, [f64; 3])>>> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(expect);
             let b = atom_bin[i];
             let ri = wrapped[i];
             for dx in -reach[0]..=reach[0] {
@@ -300,11 +306,11 @@ pub fn build(
                         ];
                         let zero_shift = sx == 0 && sy == 0 && sz == 0;
                         let f = flat([cx, cy, cz]);
-                        for &j in &members[start[f]..start[f + 1]] {
+                        let (s0, s1) = (start[f], start[f + 1]);
+                        for (&j, rj) in members[s0..s1].iter().zip(&binned[s0..s1]) {
                             if zero_shift && j == i {
                                 continue;
                             }
-                            let rj = wrapped[j];
                             let v = [
                                 rj[0] + shift[0] - ri[0],
                                 rj[1] + shift[1] - ri[1],

@@ -30,6 +30,11 @@ pub trait Num:
     fn sqrt(self) -> Self;
     /// 1 / self.
     fn recip(self) -> Self;
+    /// `self * a + b`, with one rounding when `FUSED` (meant for code compiled
+    /// with the FMA target feature, where it is one instruction).
+    fn fma<const FUSED: bool>(self, a: Self, b: Self) -> Self;
+    /// `self * a + b` for a real constant `a`, fused like [`Num::fma`].
+    fn fma_c<const FUSED: bool>(self, a: f64, b: Self) -> Self;
 }
 
 impl Num for f64 {
@@ -48,6 +53,18 @@ impl Num for f64 {
     #[inline(always)]
     fn recip(self) -> Self {
         1.0 / self
+    }
+    #[inline(always)]
+    fn fma<const FUSED: bool>(self, a: f64, b: f64) -> f64 {
+        if FUSED {
+            self.mul_add(a, b)
+        } else {
+            self * a + b
+        }
+    }
+    #[inline(always)]
+    fn fma_c<const FUSED: bool>(self, a: f64, b: f64) -> f64 {
+        self.fma::<FUSED>(a, b)
     }
 }
 
@@ -142,5 +159,16 @@ impl Num for Dual {
     fn recip(self) -> Self {
         let r = 1.0 / self.re;
         Dual { re: r, du: -self.du * r * r }
+    }
+    #[inline(always)]
+    fn fma<const FUSED: bool>(self, a: Dual, b: Dual) -> Dual {
+        Dual {
+            re: self.re.fma::<FUSED>(a.re, b.re),
+            du: self.re.fma::<FUSED>(a.du, self.du.fma::<FUSED>(a.re, b.du)),
+        }
+    }
+    #[inline(always)]
+    fn fma_c<const FUSED: bool>(self, a: f64, b: Dual) -> Dual {
+        Dual { re: self.re.fma::<FUSED>(a, b.re), du: self.du.fma::<FUSED>(a, b.du) }
     }
 }

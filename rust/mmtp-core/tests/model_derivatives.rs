@@ -22,8 +22,14 @@ fn random_potential(rng: &mut ChaCha8Rng, n_species: usize, n_psi: usize) -> Pot
     let t = level8_tables();
     let np = n_species * n_species * 2 * 5 * n_psi * n_psi + n_species + t.scalars.len();
     let params: Vec<f64> = (0..np).map(|_| rng.gen_range(-0.5..0.5)).collect();
-    let lo: Vec<f64> = (0..n_species).map(|z| -2.0 - 0.3 * z as f64).collect();
+    // asymmetric intervals for odd n_psi (the symmetrised kernel evaluates both
+    // signs), symmetric ones for even n_psi (it serves both signs in one pass)
     let hi: Vec<f64> = (0..n_species).map(|z| 2.5 + 0.2 * z as f64).collect();
+    let lo: Vec<f64> = if n_psi % 2 == 0 {
+        hi.iter().map(|h| -h).collect()
+    } else {
+        (0..n_species).map(|z| -2.0 - 0.3 * z as f64).collect()
+    };
     Potential::new(n_species, 0.3, 1.5, 4.2, 5, n_psi, lo, hi, t, params).unwrap()
 }
 
@@ -338,5 +344,60 @@ fn local_evaluation_with_ghost_atoms_equals_evaluate() {
         }
         // bad input is an error, not a panic
         assert!(pot.evaluate_local(&types[..n], &moments[..n], &local, opts, false).is_err());
+    }
+}
+
+/// The one-pass symmetrised kernel (symmetric intervals) equals the explicit
+/// average of two raw evaluations, (E(M) + E(-M)) / 2, in every output:
+/// energy, site energies, forces, virial, dE/dm, parameter gradient, and the
+/// directional derivative of the parameter gradient (dual numbers).
+#[test]
+fn one_pass_symmetrisation_equals_the_average_of_both_signs() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for &(ns, npsi) in &[(1usize, 2usize), (2, 2), (2, 4), (3, 5)] {
+        let mut pot = random_potential(&mut rng, ns, npsi);
+        for z in 0..ns {
+            pot.mag_lo[z] = -pot.mag_hi[z];
+        }
+        let cfg = random_config(&mut rng, 7, ns, [true; 3]);
+        let mut flipped = cfg.clone();
+        for m in flipped.moments.iter_mut() {
+            *m = -*m;
+        }
+        let sym = pot.evaluate(&cfg, EvalOptions::new(true, true)).unwrap();
+        let a = pot.evaluate(&cfg, EvalOptions::new(false, true)).unwrap();
+        let b = pot.evaluate(&flipped, EvalOptions::new(false, true)).unwrap();
+        let close = |x: f64, y: f64, what: &str| {
+            assert!((x - y).abs() <= 1e-11 * (1.0 + x.abs().max(y.abs())), "{what}: {x} vs {y} (ns {ns}, npsi {npsi})");
+        };
+        close(sym.energy, 0.5 * (a.energy + b.energy), "energy");
+        for i in 0..7 {
+            close(sym.site_energies[i], 0.5 * (a.site_energies[i] + b.site_energies[i]), "site energy");
+            close(sym.dedm[i], 0.5 * (a.dedm[i] - b.dedm[i]), "dE/dm");
+            for k in 0..3 {
+                close(sym.forces[i][k], 0.5 * (a.forces[i][k] + b.forces[i][k]), "force");
+            }
+        }
+        for r in 0..3 {
+            for c in 0..3 {
+                close(sym.virial[r][c], 0.5 * (a.virial[r][c] + b.virial[r][c]), "virial");
+            }
+        }
+        for (k, g) in sym.param_grad.iter().enumerate() {
+            close(*g, 0.5 * (a.param_grad[k] + b.param_grad[k]), "parameter gradient");
+        }
+        let nl = pot.neighbors(&cfg).unwrap();
+        let dpos: Vec<[f64; 3]> = (0..7).map(|_| [rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0), rng.gen_range(-1.0..1.0)]).collect();
+        let dmom: Vec<f64> = (0..7).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let neg: Vec<f64> = dmom.iter().map(|d| -d).collect();
+        let strain = [[0.1, 0.02, 0.0], [0.02, -0.05, 0.01], [0.0, 0.01, 0.03]];
+        let (es, gs, ds) = pot.param_grad_directional(&cfg, &nl, true, &dpos, &dmom, &strain);
+        let (ea, ga, da) = pot.param_grad_directional(&cfg, &nl, false, &dpos, &dmom, &strain);
+        let (eb, gb, db) = pot.param_grad_directional(&flipped, &nl, false, &dpos, &neg, &strain);
+        close(es, 0.5 * (ea + eb), "energy (dual)");
+        for k in 0..gs.len() {
+            close(gs[k], 0.5 * (ga[k] + gb[k]), "parameter gradient (dual)");
+            close(ds[k], 0.5 * (da[k] + db[k]), "directional derivative of the parameter gradient");
+        }
     }
 }
