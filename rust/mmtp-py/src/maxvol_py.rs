@@ -171,7 +171,7 @@ impl PyActiveMatrix {
         let (data, k) = rows_of(&b, self.inner.m(), "candidate rows")?;
         let ids = ids.as_array().to_vec();
         let groups = groups.map(|g| g.as_array().to_vec());
-        let opts = MaxvolOptions { tol, max_groups, max_swaps, greedy_init };
+        let opts = MaxvolOptions { tol, max_groups, max_swaps, greedy_init, lazy_rows: true };
         let inner = &mut self.inner;
         let rep = py
             .detach(|| threads::install(|| inner.maxvol(&data, k, &ids, groups.as_deref(), &opts)))
