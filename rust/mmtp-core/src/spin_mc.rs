@@ -408,6 +408,7 @@ impl SpinSampler {
             mom.clear();
             mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
         }
+        debug_assert!(x.len() == self.nb && lane < LANES);
         for (r, &xq) in mom[..x.len()].iter_mut().zip(x) {
             r[lane] = xq;
         }
@@ -525,6 +526,10 @@ impl SpinSampler {
             w.mk = vec![0.0; self.n_monos];
         }
         w.x.resize(ns * nb, 0.0);
+        if w.mom.len() != self.pot.tables.n_moments {
+            w.mom.clear();
+            w.mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+        }
         let mut atoms = [0usize; LANES];
         for (t, slot) in slots.enumerate() {
             atoms[t] = self.aff_atoms[slot];
@@ -537,11 +542,9 @@ impl SpinSampler {
                 let (bp, bn) = self.bm[j * 2 * nb..(j + 1) * 2 * nb].split_at(nb);
                 for &(mu, ms, len, bs) in &self.mu_blocks {
                     let (cp, cn) = (wmu[0][mu], wmu[1][mu]);
-                    for q in 0..len {
-                        let mq = w.mk[ms + q];
-                        let row = &mut w.mom[bs + q];
-                        row[2 * t] = bp[bs + q] + cp * mq;
-                        row[2 * t + 1] = bn[bs + q] + cn * mq;
+                    for ((row, &mq), (&xp, &xn)) in w.mom[bs..bs + len].iter_mut().zip(&w.mk[ms..ms + len]).zip(bp[bs..bs + len].iter().zip(&bn[bs..bs + len])) {
+                        let pair = [xp + cp * mq, xn + cn * mq];
+                        row[2 * t..2 * t + 2].copy_from_slice(&pair);
                     }
                 }
                 continue;
@@ -702,10 +705,34 @@ impl SpinSampler {
         for l in 0..a1 - a0 {
             let slot = a0 + l;
             let j = self.aff_atoms[slot];
-            // the basic moments first: the moved atom's use its old partial sums
-            self.slot_moments(&a, i, new_m, slot, &mut mk, &mut bm[j * ns * nb..(j + 1) * ns * nb]);
+            let xj = &mut bm[j * ns * nb..(j + 1) * ns * nb];
+            // the same arithmetic, in the same order, as slot_moments: the
+            // moved atom's own term first, from its old partial sums
+            if j == i {
+                for si in 0..ns {
+                    let xs = &mut xj[si * nb..(si + 1) * nb];
+                    for b in 1..m_ {
+                        let c = self.dpsi[si][b];
+                        let ab = &a[((j * ns + si) * (m_ - 1) + b - 1) * nb..((j * ns + si) * (m_ - 1) + b) * nb];
+                        for (xq, &aq) in xs.iter_mut().zip(ab) {
+                            *xq += c * aq;
+                        }
+                    }
+                }
+            }
+            let mj = if j == i { new_m } else { self.moments[j] };
             for e in self.slot_off[slot]..self.slot_off[slot + 1] {
                 self.entry_monos(self.unit[e], &mut mk);
+                let wmu = self.entry_weights(j, mj, e);
+                for si in 0..ns {
+                    let xs = &mut xj[si * nb..(si + 1) * nb];
+                    for &(mu, ms, len, bs) in &self.mu_blocks {
+                        let c = wmu[si][mu];
+                        for (xq, &mq) in xs[bs..bs + len].iter_mut().zip(&mk[ms..ms + len]) {
+                            *xq += c * mq;
+                        }
+                    }
+                }
                 for si in 0..ns {
                     for b in 1..m_ {
                         let off = ((j * ns + si) * (m_ - 1) + b - 1) * nb;
@@ -858,6 +885,12 @@ mod tests {
     use crate::model::EvalOptions;
 
     fn setup(symmetrize: bool) -> (Potential, Config) {
+        setup_with(1, 3, [-3.0, -0.5], [3.0, 0.5], symmetrize)
+    }
+
+    /// `rep`^3 copies of an 8-atom rock-salt-like cube (perturbed), `m`
+    /// magnetic basis functions, magnetic intervals [lo_z, hi_z].
+    fn setup_with(rep: usize, m: usize, lo: [f64; 2], hi: [f64; 2], symmetrize: bool) -> (Potential, Config) {
         let g = basis_gen::generate(10).expect("basis");
         let tables = crate::model::Tables {
             basic: g.basic.clone(),
@@ -866,26 +899,39 @@ mod tests {
             scalars: g.scalars.clone(),
         };
         let n_radial = tables.n_radial();
-        let (c, p, m) = (2usize, 4usize, 3usize);
+        let (c, p) = (2usize, 4usize);
         let np = c * c * n_radial * p * m * m + c + tables.scalars.len();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let params: Vec<f64> = (0..np).map(|_| 0.2 * (rng.gen::<f64>() - 0.5)).collect();
-        let pot = Potential::new(c, 1.0, 1.5, 4.5, p, m, vec![-3.0, -0.5], vec![3.0, 0.5], tables, params).expect("pot");
-        // rocksalt 2x2x2 conventional-ish: 8 atoms in a cube of 4.1 Å, perturbed
+        let pot = Potential::new(c, 1.0, 1.5, 4.5, p, m, lo.to_vec(), hi.to_vec(), tables, params).expect("pot");
+        // rocksalt conventional-ish: 8 atoms in a cube of 4.1 Å, perturbed, repeated
         let a = 4.1;
         let mut pos = Vec::new();
         let mut types = Vec::new();
-        for x in 0..2 {
-            for y in 0..2 {
-                for z in 0..2 {
-                    pos.push([x as f64 * a / 2.0 + 0.05 * z as f64, y as f64 * a / 2.0, z as f64 * a / 2.0 + 0.03 * x as f64]);
+        let n2 = 2 * rep;
+        for x in 0..n2 {
+            for y in 0..n2 {
+                for z in 0..n2 {
+                    let h = ((x * 7 + y * 3 + z * 5) % 11) as f64 / 11.0 - 0.5;
+                    pos.push([x as f64 * a / 2.0 + 0.05 * (z % 2) as f64 + 0.04 * h, y as f64 * a / 2.0 - 0.03 * h, z as f64 * a / 2.0 + 0.03 * (x % 2) as f64]);
                     types.push((x + y + z) % 2);
                 }
             }
         }
-        let moments: Vec<f64> = (0..8).map(|i| if types[i] == 1 { 0.1 * (i as f64 - 4.0) } else { 2.0 - 0.4 * i as f64 }).collect();
+        let n = pos.len();
+        let moments: Vec<f64> = (0..n)
+            .map(|i| {
+                let u = ((i * 37) % 17) as f64 / 17.0;
+                if types[i] == 1 {
+                    0.7 * (u - 0.5) * hi[1].min(-lo[1])
+                } else {
+                    (if i % 3 == 0 { -1.0 } else { 1.0 }) * (0.5 + 2.0 * u)
+                }
+            })
+            .collect();
         let _ = symmetrize;
-        (pot, Config { lattice: [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]], pbc: [true; 3], positions: pos, types, moments })
+        let l = a * rep as f64;
+        (pot, Config { lattice: [[l, 0.0, 0.0], [0.0, l, 0.0], [0.0, 0.0, l]], pbc: [true; 3], positions: pos, types, moments })
     }
 
     #[test]
@@ -911,6 +957,50 @@ mod tests {
                     let e = pot.evaluate(&cfg, opts).expect("eval").energy;
                     assert!((s.energy() - e).abs() < 1e-10);
                     e0 = e;
+                }
+            }
+        }
+    }
+
+    /// Larger cells (entries j -> i single or several images), two and three
+    /// magnetic basis functions, symmetric and asymmetric intervals: every
+    /// proposal against a full recompute, and after many accepted moves the
+    /// sampler's energy against a full evaluation.
+    #[test]
+    fn local_change_equals_full_recompute_larger_cells() {
+        let cases: [(usize, usize, [f64; 2], [f64; 2]); 3] =
+            [(2, 2, [-3.0, -0.5], [3.0, 0.5]), (2, 3, [-3.2, -0.4], [2.8, 0.6]), (1, 2, [-2.9, -0.5], [3.1, 0.4])];
+        for (rep, m, lo, hi) in cases {
+            for symmetrize in [true, false] {
+                let (pot, mut cfg) = setup_with(rep, m, lo, hi, symmetrize);
+                let n = cfg.positions.len();
+                let mmax: Vec<f64> = cfg.types.iter().map(|&t| if t == 0 { 2.8 } else { 0.4 }).collect();
+                let mut s = SpinSampler::new(&pot, &cfg, &mmax, symmetrize, 5).expect("sampler");
+                let opts = EvalOptions { symmetrize, param_grad: false, forces: false };
+                let mut e0 = pot.evaluate(&cfg, opts).expect("eval").energy;
+                assert!((s.energy() - e0).abs() < 1e-10);
+                for step in 0..30 {
+                    let i = (step * 13 + 5) % n;
+                    let new_m = if step % 3 == 0 { -cfg.moments[i] } else { mmax[i] * (step as f64 * 0.61).cos() };
+                    let de = s.delta_energy(i, new_m).expect("de");
+                    let mut c2 = cfg.clone();
+                    c2.moments[i] = new_m;
+                    let e1 = pot.evaluate(&c2, opts).expect("eval").energy;
+                    assert!((de - (e1 - e0)).abs() < 1e-10, "rep {rep} m {m} sym {symmetrize} step {step}: {de} vs {}", e1 - e0);
+                    if step % 2 == 0 {
+                        s.set_moment(i, new_m).expect("set");
+                        cfg = c2;
+                        e0 = e1;
+                    }
+                }
+                // many Metropolis moves, then the cached state against a full evaluation
+                s.sweep(3.0, 0.5, 0.3, 5, None).expect("sweep");
+                let mut c3 = cfg.clone();
+                c3.moments = s.moments().to_vec();
+                let full = pot.evaluate(&c3, opts).expect("eval");
+                assert!((s.energy() - full.energy).abs() < 1e-9, "rep {rep} m {m}: {} vs {}", s.energy(), full.energy);
+                for (a, b) in s.site_energies().iter().zip(&full.site_energies) {
+                    assert!((a - b).abs() < 1e-10);
                 }
             }
         }
