@@ -10,15 +10,22 @@
 //! Local updates. The moment of atom `i` enters the site energy of `i`
 //! (through `psi_beta(m_i)`) and of every `j` that has `i` among its
 //! neighbours (through `psi_gamma(m_i)` in `f_mu(r_ji)`). For every atom `j`
-//! and sign `s` of the symmetrisation the sampler keeps the partial sums
+//! and sign `s` of the symmetrisation the sampler caches the basic moments
+//! `M^s(j)[q]` and the partial sums
 //! `A^s_beta(j)[q] = sum_k sum_gamma R_k[mu_q beta gamma] psi_gamma(s m_k) mono_q(rhat_jk)`
-//! (`R_k = sum_zeta c phi_zeta(r_jk)`, `q` a basic moment), so that the basic
-//! moments are `M^s(j)[q] = sum_beta psi_beta(s m_j) A^s_beta(j)[q]`. A move of
-//! `m_i` changes `A` only through the entries `j -> i`, and the new site
-//! energies of `i` and those `j` follow from the basis recursion alone: a
-//! move costs about as much as one site energy times the number of affected
-//! atoms in the basis-table part, not a neighbour sum per affected atom, and
-//! a sweep of N moves costs about one energy evaluation.
+//! for `beta >= 1` (`R_k = sum_zeta c phi_zeta(r_jk)`, `q` a basic moment;
+//! `M^s(j) = sum_beta psi_beta(s m_j) A^s_beta(j)`, and `psi_0 = 1`). A move
+//! of `m_i` changes the basic moments of a neighbour `j` only through the
+//! pair term `j -> i`, which is linear in `psi_gamma(m_i)`: per entry the new
+//! moments are `M^s(j) + W^s[mu_q] mono_q(rhat_ji)`, a rank-one update with
+//! `W^s[mu] = sum_beta psi_beta(s m_j) sum_gamma R[mu beta gamma] dpsi^s_gamma`.
+//! The moved atom's own moments change by `sum_{beta >= 1} dpsi^s_beta A^s_beta(i)`.
+//! The new site energies then need only the basis polynomial (the `times`
+//! table), evaluated for 8 affected atoms x 2 signs at once in SIMD lanes; no
+//! neighbour sum is redone. On acceptance the cached moments are updated with
+//! the same arithmetic (bit for bit the accepted ones) and the partial sums
+//! take the pair change. A sweep of N moves costs about two energy
+//! evaluations (512-atom CrN, level 16: `benches/bench_montecarlo.py`).
 //!
 //! Determinism: moves are attempted one after the other with one seeded
 //! ChaCha stream, so trajectories are identical at any thread count (only
