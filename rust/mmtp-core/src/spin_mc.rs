@@ -121,8 +121,11 @@ pub struct SpinSampler {
 
 /// (atom, sign) pairs whose basis polynomials are evaluated together, one
 /// SIMD lane each; a block of `LANES / n_signs` affected atoms is also the
-/// unit of parallel work of a move (a move has ~50-100 affected atoms).
+/// unit of parallel work of a move with very many affected atoms.
 const LANES: usize = 16;
+
+/// Blocks of affected atoms above which one move is split between threads.
+const PAR_MIN_BLOCKS: usize = 32;
 
 /// Scratch of one block of site energies.
 #[derive(Clone, Debug, Default)]
@@ -640,8 +643,9 @@ impl SpinSampler {
 
     /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
     /// new site energies stay in the scratch buffer. The affected sites are
-    /// independent and computed in parallel; the sum runs in a fixed order,
-    /// so the result does not depend on the thread count.
+    /// independent (computed in parallel only for very large neighbourhoods);
+    /// the sum runs in a fixed order, so the result does not depend on the
+    /// thread count.
     fn propose(&mut self, i: usize, new_m: f64) -> f64 {
         let m_ = self.pot.n_psi;
         let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
@@ -660,7 +664,10 @@ impl SpinSampler {
         let mut work = std::mem::take(&mut self.work);
         let this = &*self;
         let bs = self.block_atoms();
-        if naff > bs && crate::threads::num_threads() > 1 {
+        // a move of ~60 affected atoms takes tens of microseconds: splitting
+        // it between threads costs more than it saves (measured on 2 cores);
+        // only very large neighbourhoods are split
+        if naff > PAR_MIN_BLOCKS * bs && crate::threads::num_threads() > 1 {
             new_site[..naff]
                 .par_chunks_mut(bs)
                 .enumerate()
