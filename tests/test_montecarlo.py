@@ -11,7 +11,8 @@ from scipy import stats
 import mmtp_rs
 from mmtp_rs.magnetism.montecarlo import (
     MCSettings, beta_of, mc_sweeps, run_dlm, run_mdmc, sample_spins, spin_sampler)
-from mmtp_rs.magnetism.observables import blocking_error, peak_temperature, thermodynamics
+from mmtp_rs.magnetism.observables import (TransitionNotFound, blocking_error, midpoint_temperature, peak_temperature,
+                                           thermodynamics)
 from mmtp_rs.magnetism.paramagnetic import ParamagneticCalculator
 from mmtp_rs.magnetism.scan import ordering_patterns, ordering_temperature, temperature_scan
 from mmtp_rs.magnetism.stage1 import equilibrate_moments
@@ -248,6 +249,17 @@ def test_observables_and_peak():
     pattern = np.array([1, 0, -1, 0])
     th = thermodynamics([1.0, 1.1, 0.9, 1.0] * 8, np.tile([2.0, 0.0, -2.0, 0.0], (32, 1)), pattern, 100.0, 4)
     assert th["abs_Ms"] == 2.0 and th["abs_M"] == 0.0 and th["binder"] == pytest.approx(2 / 3)
+
+
+def test_midpoint_temperature():
+    t = [100, 120, 140, 160, 180, 200]
+    ms = [2.5, 2.5, 2.3, 0.9, 0.8, 0.8]  # midpoint 1.65: between 140 and 160 K
+    assert midpoint_temperature(t, ms) == pytest.approx(140 + 20 * (2.3 - 1.65) / (2.3 - 0.9))
+    assert midpoint_temperature(t[::-1], ms[::-1]) == midpoint_temperature(t, ms)  # order of the scan
+    with pytest.raises(TransitionNotFound):
+        midpoint_temperature(t, [2.5] * 6)  # never disorders
+    with pytest.raises(TransitionNotFound):
+        midpoint_temperature(t[:2], ms[:2])
 
 
 def test_neel_temperature_reference_crn():

@@ -296,7 +296,7 @@ class LearnConfig:
     def summary(self) -> str:
         """One paragraph describing what the run will do (``mmtp learn --check``)."""
         ph = ", ".join(f"{p.name or (p.structure or p.prototype)} ({len(p.cell())} atoms)" for p in self.phases)
-        st = ", ".join(f"{s.kind} × {len(s.scales) * len(s.starts) * (len(s.temperatures) if s.kind == 'md' else 1)}"
+        st = ", ".join(f"{s.kind} × {len(s.scales) * len(s.starts) * (len(s.temperatures) if s.kind in ('md', 'mdmc', 'dlm') else 1)}"
                        for s in self.stages)
         return (f"{self.name}: phases {ph}; oracle {self.oracle.get('kind')}; stages {st} (per phase); "
                 f"at most {self.max_iterations} iterations of {self.max_selected} labels")

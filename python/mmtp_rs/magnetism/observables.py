@@ -27,7 +27,7 @@ import numpy as np
 from mmtp_rs.magnetism.montecarlo import KB
 
 __all__ = ["blocking_error", "jackknife", "order_parameters", "thermodynamics", "peak_temperature",
-           "binder_crossing", "TransitionNotFound"]
+           "binder_crossing", "midpoint_temperature", "TransitionNotFound"]
 
 
 class TransitionNotFound(ValueError):
@@ -171,6 +171,37 @@ def peak_temperature(temperatures: Sequence[float], values: Sequence[float], err
     spacing = 0.5 * (t[k + 1] - t[k - 1])
     err = float(np.hypot(np.std(boot), 0.25 * spacing))
     return tc, err
+
+
+def midpoint_temperature(temperatures: Sequence[float], values: Sequence[float], n_high: int = 2) -> float:
+    """Temperature (K) where an order parameter measured from the ordered
+    state (``abs_Ms`` of a :func:`~mmtp_rs.magnetism.scan.temperature_scan`)
+    first falls below the midpoint between its value at the lowest
+    temperature and its mean over the ``n_high`` highest temperatures (the
+    disordered level of a finite cell); linear interpolation between the two
+    temperatures around the crossing.
+
+    Unlike the susceptibility peak, whose flat top makes its position noisy,
+    this locates the steepest part of the order-parameter curve, so a few
+    hundred sweeps per temperature fix it to a few kelvin. For a first-order
+    transition with hysteresis (as in the CrN reference model) it is the
+    temperature at which the ordered state is lost on heating, for the given
+    cell, sweeps and moves: compare models with the same protocol. Raises
+    :class:`TransitionNotFound` if the values never cross the midpoint.
+    """
+    t = np.asarray(temperatures, dtype=float)
+    y = np.asarray(values, dtype=float)
+    order = np.argsort(t)
+    t, y = t[order], y[order]
+    n_high = int(n_high)
+    if t.size < n_high + 2 or n_high < 1:
+        raise TransitionNotFound(f"need at least {n_high + 2} temperatures, got {t.size}")
+    mid = 0.5 * (y[0] + float(np.mean(y[-n_high:])))
+    below = np.flatnonzero(y < mid)
+    if below.size == 0 or below[0] == 0 or y[0] - mid <= 0:
+        raise TransitionNotFound("the order parameter does not fall through its midpoint inside the scan")
+    k = int(below[0])
+    return float(t[k - 1] + (t[k] - t[k - 1]) * (y[k - 1] - mid) / (y[k - 1] - y[k]))
 
 
 def binder_crossing(temperatures: Sequence[float], u_small: Sequence[float], du_small: Sequence[float],

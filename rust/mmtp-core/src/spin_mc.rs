@@ -10,15 +10,22 @@
 //! Local updates. The moment of atom `i` enters the site energy of `i`
 //! (through `psi_beta(m_i)`) and of every `j` that has `i` among its
 //! neighbours (through `psi_gamma(m_i)` in `f_mu(r_ji)`). For every atom `j`
-//! and sign `s` of the symmetrisation the sampler keeps the partial sums
+//! and sign `s` of the symmetrisation the sampler caches the basic moments
+//! `M^s(j)[q]` and the partial sums
 //! `A^s_beta(j)[q] = sum_k sum_gamma R_k[mu_q beta gamma] psi_gamma(s m_k) mono_q(rhat_jk)`
-//! (`R_k = sum_zeta c phi_zeta(r_jk)`, `q` a basic moment), so that the basic
-//! moments are `M^s(j)[q] = sum_beta psi_beta(s m_j) A^s_beta(j)[q]`. A move of
-//! `m_i` changes `A` only through the entries `j -> i`, and the new site
-//! energies of `i` and those `j` follow from the basis recursion alone: a
-//! move costs about as much as one site energy times the number of affected
-//! atoms in the basis-table part, not a neighbour sum per affected atom, and
-//! a sweep of N moves costs about one energy evaluation.
+//! for `beta >= 1` (`R_k = sum_zeta c phi_zeta(r_jk)`, `q` a basic moment;
+//! `M^s(j) = sum_beta psi_beta(s m_j) A^s_beta(j)`, and `psi_0 = 1`). A move
+//! of `m_i` changes the basic moments of a neighbour `j` only through the
+//! pair term `j -> i`, which is linear in `psi_gamma(m_i)`: per entry the new
+//! moments are `M^s(j) + W^s[mu_q] mono_q(rhat_ji)`, a rank-one update with
+//! `W^s[mu] = sum_beta psi_beta(s m_j) sum_gamma R[mu beta gamma] dpsi^s_gamma`.
+//! The moved atom's own moments change by `sum_{beta >= 1} dpsi^s_beta A^s_beta(i)`.
+//! The new site energies then need only the basis polynomial (the `times`
+//! table), evaluated for 8 affected atoms x 2 signs at once in SIMD lanes; no
+//! neighbour sum is redone. On acceptance the cached moments are updated with
+//! the same arithmetic (bit for bit the accepted ones) and the partial sums
+//! take the pair change. A sweep of N moves costs about two energy
+//! evaluations (512-atom CrN, level 16: `benches/bench_montecarlo.py`).
 //!
 //! Determinism: moves are attempted one after the other with one seeded
 //! ChaCha stream, so trajectories are identical at any thread count (only
@@ -72,54 +79,87 @@ pub struct SpinSampler {
     weight: f64,
     /// number of basic moments
     nb: usize,
-    /// (mu, length, first basic moment) of the runs of basic moments with one mu (internal order)
-    mu_blocks: Vec<(usize, usize, usize)>,
-    /// per neighbour entry: R[mu][beta][gamma]
+    /// (mu, first monomial, length, first basic moment) of the runs of
+    /// basic moments with one mu and consecutive monomials (internal order)
+    mu_blocks: Vec<(usize, usize, usize, usize)>,
+    /// the `times` table as runs of one target moment: (k, first entry, end, first run of k)
+    runs: Vec<(usize, usize, usize, bool)>,
+    /// the `times` entries (a, b, mult) in table order; here and in
+    /// `scalars` the basic moments are renumbered to the internal order, so
+    /// that basic moment q is row q of the moment rows
+    times: Vec<(usize, usize, f64)>,
+    scalars: Vec<usize>,
+    /// per entry of `rev_entry` (the entries j -> i of each atom i, stored
+    /// contiguously so that a move reads them in one sweep of memory):
+    /// R[mu][beta][gamma]
     rad: Vec<f64>,
-    /// per neighbour entry: unit vector r_hat (the monomials are recomputed:
-    /// cheaper than reading them from memory)
+    /// per entry of `rev_entry`: unit vector r_hat (the monomials are
+    /// recomputed: cheaper than reading them from memory)
     unit: Vec<[f64; 3]>,
-    /// exponents of the monomial of each basic moment (internal order)
-    mono_exp: Vec<[usize; 3]>,
+    /// number of angular monomials (every degree up to the largest used)
+    n_monos: usize,
     /// CSR over atoms i: the atoms whose site energy depends on m_i (i first)
     aff_off: Vec<usize>,
     aff_atoms: Vec<usize>,
-    /// CSR over the slots of `aff_atoms`: entries k (j -> i) of each affected atom j
+    /// CSR over the slots of `aff_atoms`: the entries j -> i of each
+    /// affected atom j (indices into `rad` and `unit`)
     slot_off: Vec<usize>,
-    rev_entry: Vec<usize>,
     moments: Vec<f64>,
     m_max: Vec<f64>,
-    /// partial sums A[j][s][beta][q]
+    /// partial sums A[j][s][beta][q] for beta >= 1 (psi_0 = 1 is constant)
     a: Vec<f64>,
+    /// current basic moments M[j][s][q] = sum_beta psi_beta(s m_j) A[j][s][beta][q]
+    bm: Vec<f64>,
     site: Vec<f64>,
     rng: ChaCha8Rng,
-    // scratch
-    da: Vec<f64>,
+    // scratch of the last proposal: new site energies of the affected
+    // atoms, change of psi_gamma(s m_i)
     new_site: Vec<f64>,
-    mom: Vec<[f64; LANES]>,
+    dpsi: [[f64; 64]; 2],
+    work: Work,
 }
 
 /// (atom, sign) pairs whose basis polynomials are evaluated together, one
 /// SIMD lane each; a block of `LANES / n_signs` affected atoms is also the
-/// unit of parallel work of a move (a move has ~50-100 affected atoms).
+/// unit of parallel work of a move with very many affected atoms.
 const LANES: usize = 16;
 
-/// `mom[k] += mult * mom[a] * mom[b]` over the `times` table, on every lane.
+/// Blocks of affected atoms above which one move is split between threads.
+const PAR_MIN_BLOCKS: usize = 32;
+
+/// Scratch of one block of site energies.
+#[derive(Clone, Debug, Default)]
+struct Work {
+    /// all moments, one row of LANES per moment
+    mom: Vec<[f64; LANES]>,
+    /// monomials of one neighbour entry
+    mk: Vec<f64>,
+    /// basic moments of one atom, every sign
+    x: Vec<f64>,
+}
+
+/// The composite moments over the `times` runs: `mom[k] += mult * mom[a] *
+/// mom[b]` in table order, on every lane, with the target row kept in
+/// registers over each run (one load and store per run, not per entry).
 #[inline(always)]
-fn times_body(times: &[(usize, usize, f64, usize)], mom: &mut [[f64; LANES]]) {
-    for &(a, b, mult, k) in times {
-        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len()
+fn times_body(runs: &[(usize, usize, usize, bool)], times: &[(usize, usize, f64)], mom: &mut [[f64; LANES]]) {
+    for &(k, s, e, first) in runs {
+        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len();
+        // the runs cover 0..times.len()
         unsafe {
-            let ra = *mom.get_unchecked(a);
-            let rb = *mom.get_unchecked(b);
-            let rk = mom.get_unchecked_mut(k);
-            for l in 0..LANES {
-                rk[l] += ra[l] * rb[l] * mult;
+            let mut acc = if first { [0.0; LANES] } else { *mom.get_unchecked(k) };
+            for &(a, b, mult) in times.get_unchecked(s..e) {
+                let ra = mom.get_unchecked(a);
+                let rb = mom.get_unchecked(b);
+                // fused multiply-add: exact rounding on every code path
+                for l in 0..LANES {
+                    acc[l] = (ra[l] * mult).mul_add(rb[l], acc[l]);
+                }
             }
+            *mom.get_unchecked_mut(k) = acc;
         }
     }
 }
-
 
 impl SpinSampler {
     /// Build the sampler for `cfg` (checked against the potential). `m_max`
@@ -143,11 +183,22 @@ impl SpinSampler {
         let nl = pot.neighbors(cfg)?;
         let lay = &pot.layout;
         let nb = lay.perm.len();
-        let mut mono_of = vec![0; nb];
-        for &(_, ms, len, bs) in &lay.blocks {
-            for t in 0..len {
-                mono_of[bs + t] = ms + t;
-            }
+        // entry_monos builds degree nu from degree nu - 1 as x * (all of it),
+        // y * (its last nu), z * (its last one): the layout's order
+        let mut expect = vec![[0usize; 3]];
+        for nu in 1..=lay.max_pow {
+            let prev: Vec<[usize; 3]> = expect.iter().filter(|e| e[0] + e[1] + e[2] == nu - 1).copied().collect();
+            expect.extend(prev.iter().map(|e| [e[0] + 1, e[1], e[2]]));
+            expect.extend(prev[prev.len() - nu..].iter().map(|e| [e[0], e[1] + 1, e[2]]));
+            expect.push([0, 0, nu]);
+        }
+        if expect != lay.monos {
+            return Err(MmtpError::Potential("internal: unexpected order of the angular monomials".into()));
+        }
+        // basic moment rows renumbered to the internal order
+        let mut row = (0..pot.tables.n_moments).collect::<Vec<usize>>();
+        for (q, &kb) in lay.perm.iter().enumerate() {
+            row[kb] = q;
         }
         let (c_, kr, p_, m_) = (pot.n_species, pot.n_radial, pot.n_phi, pot.n_psi);
         let kmm = kr * m_ * m_;
@@ -215,30 +266,47 @@ impl SpinSampler {
         let weight = 1.0 / signs.len() as f64;
         let ns = signs.len();
         let max_aff = (0..n).map(|i| aff_off[i + 1] - aff_off[i]).max().unwrap_or(0);
+        // the times table as runs of one target moment
+        let times: Vec<(usize, usize, f64)> = pot.tables.times.iter().map(|&(a, b, m, _)| (row[a], row[b], m)).collect();
+        let scalars: Vec<usize> = pot.tables.scalars.iter().map(|&sc| row[sc]).collect();
+        let mut runs = Vec::new();
+        let mut seen = vec![false; pot.tables.n_moments];
+        let mut t0 = 0;
+        for t in 1..=times.len() {
+            let k = pot.tables.times[t0].3;
+            if t == times.len() || pot.tables.times[t].3 != k {
+                runs.push((k, t0, t, !seen[k]));
+                seen[k] = true;
+                t0 = t;
+            }
+        }
         let mut s = SpinSampler {
             pot: pot.clone(),
             types: cfg.types.clone(),
             signs,
             weight,
             nb,
-            mu_blocks: lay.blocks.iter().map(|&(mu, _, len, bs)| (mu, len, bs)).collect(),
-            rad,
-            unit,
-            mono_exp: mono_of.iter().map(|&q| lay.monos[q]).collect(),
+            mu_blocks: lay.blocks.clone(),
+            runs,
+            times,
+            scalars,
+            rad: rev_entry.iter().flat_map(|&k| rad[k * kmm..(k + 1) * kmm].iter().copied()).collect(),
+            unit: rev_entry.iter().map(|&k| unit[k]).collect(),
+            n_monos: lay.monos.len(),
             aff_off,
             aff_atoms,
             slot_off,
-            rev_entry,
             moments: cfg.moments.clone(),
             m_max: m_max.to_vec(),
-            a: vec![0.0; n * ns * m_ * nb],
+            a: vec![0.0; n * ns * (m_ - 1) * nb],
+            bm: vec![0.0; n * ns * nb],
             site: vec![0.0; n],
             rng: ChaCha8Rng::seed_from_u64(seed),
-            da: vec![0.0; max_aff * ns * m_ * nb],
             new_site: vec![0.0; max_aff],
-            mom: Vec::new(),
+            dpsi: [[0.0; 64]; 2],
+            work: Work::default(),
         };
-        s.rebuild(&nl);
+        s.rebuild(&nl, &rad, &unit);
         Ok(s)
     }
 
@@ -267,49 +335,93 @@ impl SpinSampler {
         self.aff_off[i + 1] - self.aff_off[i]
     }
 
-    /// Recompute every partial sum and site energy from the moments (removes
-    /// the round-off accumulated by many updates).
-    fn rebuild(&mut self, nl: &NeighborList) {
+    /// Recompute every partial sum, basic moment and site energy from the
+    /// moments (removes the round-off accumulated by many updates).
+    fn rebuild(&mut self, nl: &NeighborList, rad: &[f64], unit: &[[f64; 3]]) {
         let n = self.n_atoms();
         let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
         let kmm = self.pot.n_radial * m_ * m_;
-        let per = ns * m_ * nb;
+        let per = ns * (m_ - 1) * nb;
         let this = &*self;
         let mut a = vec![0.0; n * per];
-        a.par_chunks_mut(per.max(1)).enumerate().for_each(|(j, aj)| {
+        let mut bm = vec![0.0; n * ns * nb];
+        a.par_chunks_mut(per.max(1)).zip(bm.par_chunks_mut((ns * nb).max(1))).enumerate().for_each(|(j, (aj_kept, bj))| {
+            let mut aj = vec![0.0; ns * m_ * nb];
             let mut pg = vec![0.0; m_];
             let mut dpg = vec![0.0; m_];
-            let mut mk = vec![0.0; nb];
+            let mut mk = vec![0.0; this.n_monos];
             for k in nl.range(j) {
                 let i = nl.index[k];
-                this.entry_monos(k, &mut mk);
+                this.entry_monos(unit[k], &mut mk);
                 for (si, &s) in this.signs.iter().enumerate() {
                     this.psi(i, this.moments[i] * s, &mut pg, &mut dpg);
-                    let rk = &this.rad[k * kmm..(k + 1) * kmm];
+                    let rk = &rad[k * kmm..(k + 1) * kmm];
                     for b in 0..m_ {
                         let dst = &mut aj[(si * m_ + b) * nb..(si * m_ + b + 1) * nb];
-                        for &(mu, len, bs) in &this.mu_blocks {
+                        for &(mu, ms, len, bs) in &this.mu_blocks {
                             let mut w = 0.0;
                             for g in 0..m_ {
                                 w += rk[(mu * m_ + b) * m_ + g] * pg[g];
                             }
-                            for q in bs..bs + len {
-                                dst[q] += w * mk[q];
+                            for (d, &mq) in dst[bs..bs + len].iter_mut().zip(&mk[ms..ms + len]) {
+                                *d += w * mq;
                             }
                         }
                     }
                 }
             }
+            for (si, &s) in this.signs.iter().enumerate() {
+                this.psi(j, this.moments[j] * s, &mut pg, &mut dpg);
+                this.combine(&aj[si * m_ * nb..(si + 1) * m_ * nb], &pg, &mut bj[si * nb..(si + 1) * nb]);
+                aj_kept[si * (m_ - 1) * nb..(si + 1) * (m_ - 1) * nb].copy_from_slice(&aj[(si * m_ + 1) * nb..(si + 1) * m_ * nb]);
+            }
         });
         self.a = a;
+        self.bm = bm;
         let bs = self.block_atoms();
         let mut site = std::mem::take(&mut self.site);
         let this = &*self;
-        site.par_chunks_mut(bs).enumerate().for_each_init(Vec::new, |mom, (c, out)| {
+        site.par_chunks_mut(bs).enumerate().for_each_init(Work::default, |w, (c, out)| {
             let atoms: Vec<usize> = (c * bs..c * bs + out.len()).collect();
-            this.block_energies(&atoms, &this.moments[c * bs..c * bs + out.len()], None, out, mom);
+            for (t, &j) in atoms.iter().enumerate() {
+                for si in 0..ns {
+                    this.scatter(&this.bm[(j * ns + si) * nb..(j * ns + si + 1) * nb], t * ns + si, &mut w.mom);
+                }
+            }
+            this.energy_block(&atoms, out, &mut w.mom);
         });
         self.site = site;
+    }
+
+    /// `x = sum_beta psi[beta] A[beta]` (A: n_psi rows of nb basic moments).
+    #[inline(always)]
+    fn combine(&self, a: &[f64], psi: &[f64], x: &mut [f64]) {
+        let nb = self.nb;
+        x.copy_from_slice(&a[..nb]);
+        for (b, &c) in psi.iter().enumerate() {
+            if b == 0 {
+                for xq in x.iter_mut() {
+                    *xq *= c;
+                }
+                continue;
+            }
+            for (xq, &aq) in x.iter_mut().zip(&a[b * nb..(b + 1) * nb]) {
+                *xq += c * aq;
+            }
+        }
+    }
+
+    /// Write basic moments `x` (internal order) into lane `lane` of the moment rows.
+    #[inline(always)]
+    fn scatter(&self, x: &[f64], lane: usize, mom: &mut Vec<[f64; LANES]>) {
+        if mom.len() != self.pot.tables.n_moments {
+            mom.clear();
+            mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+        }
+        debug_assert!(x.len() == self.nb && lane < LANES);
+        for (r, &xq) in mom[..x.len()].iter_mut().zip(x) {
+            r[lane] = xq;
+        }
     }
 
     /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic basis).
@@ -325,73 +437,36 @@ impl SpinSampler {
         cheb_with_deriv(y, out, scratch);
     }
 
-    /// Site energies of the atoms `atoms[t]` (at most `LANES / n_signs`) with
-    /// moments `ms[t]`, from their partial sums plus `da[t]` if given, into
+    /// Site energies of the atoms `atoms[t]` (at most `LANES / n_signs`),
+    /// whose basic moments are in the lanes `t * n_signs + s` of `mom`, into
     /// `out[t]`. The basis polynomial runs on all (atom, sign) pairs at once,
     /// one SIMD lane each (structure of arrays over the lanes).
-    fn block_energies(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+    fn energy_block(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
         #[cfg(target_arch = "x86_64")]
         if crate::simd_available() {
             // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
-            unsafe { self.block_energies_avx2(atoms, ms, da, out, mom) };
+            unsafe { self.energy_block_avx2(atoms, out, mom) };
             return;
         }
-        self.block_energies_body(atoms, ms, da, out, mom)
+        self.energy_block_body(atoms, out, mom)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_energies_avx2(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
-        self.block_energies_body(atoms, ms, da, out, mom)
+    unsafe fn energy_block_avx2(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+        self.energy_block_body(atoms, out, mom)
     }
 
     #[inline(always)]
-    fn block_energies_body(&self, atoms: &[usize], ms: &[f64], da: Option<&[f64]>, out: &mut [f64], mom: &mut Vec<[f64; LANES]>) {
+    fn energy_block_body(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
         let p = &self.pot;
-        let (ns, m_, nb) = (self.signs.len(), p.n_psi, self.nb);
-        let per = ns * m_ * nb;
-        let lay = &p.layout;
-        // basic rows are overwritten on the lanes in use (other lanes keep
-        // finite stale values, never read); composite rows start at zero
-        mom.resize(p.tables.n_moments, [0.0; LANES]);
-        mom[nb..].fill([0.0; LANES]);
-        let mut pb = [0.0; 64];
-        let mut scr = [0.0; 64];
-        let mut x = vec![0.0; nb];
-        for (t, &j) in atoms.iter().enumerate() {
-            let aj = &self.a[j * per..(j + 1) * per];
-            let dal = da.map(|d| &d[t * per..(t + 1) * per]);
-            for (si, &s) in self.signs.iter().enumerate() {
-                let lane = t * ns + si;
-                self.psi(j, ms[t] * s, &mut pb[..m_], &mut scr[..m_]);
-                x.fill(0.0);
-                for b in 0..m_ {
-                    let off = (si * m_ + b) * nb;
-                    let c = pb[b];
-                    match dal {
-                        Some(d) => {
-                            for ((xq, &aq), &dq) in x.iter_mut().zip(&aj[off..off + nb]).zip(&d[off..off + nb]) {
-                                *xq += c * (aq + dq);
-                            }
-                        }
-                        None => {
-                            for (xq, &aq) in x.iter_mut().zip(&aj[off..off + nb]) {
-                                *xq += c * aq;
-                            }
-                        }
-                    }
-                }
-                debug_assert!(lay.perm.iter().all(|&kb| kb < mom.len()) && lane < LANES);
-                for (&kb, &xq) in lay.perm.iter().zip(&x) {
-                    // SAFETY: perm indices are basic moments < n_moments = mom.len(); lane < LANES
-                    unsafe { *mom.get_unchecked_mut(kb).get_unchecked_mut(lane) = xq };
-                }
-            }
-        }
-        times_body(&p.tables.times, mom);
+        let ns = self.signs.len();
+        // basic rows hold the lanes in use (other lanes keep finite stale
+        // values, never read); every composite row is set by its first run
+        times_body(&self.runs, &self.times, mom);
         let xi = &p.params()[p.moment_offset()..];
         let mut acc = [0.0; LANES];
-        for (al, &sc) in p.tables.scalars.iter().enumerate() {
+        for (al, &sc) in self.scalars.iter().enumerate() {
             let x = xi[al];
             let row = &mom[sc];
             for l in 0..LANES {
@@ -408,141 +483,295 @@ impl SpinSampler {
         }
     }
 
-    /// Monomials of the basic moments (internal order) of neighbour entry k.
-    #[inline]
-    fn entry_monos(&self, k: usize, out: &mut [f64]) {
-        let u = self.unit[k];
-        let mut pw = [[1.0f64; 3]; crate::model::limits::MAX_RANK + 1];
-        for p in 1..=self.pot.layout.max_pow {
-            for a in 0..3 {
-                pw[p][a] = pw[p - 1][a] * u[a];
+    /// The angular monomials (layout order) of neighbour entry k.
+    #[inline(always)]
+    fn entry_monos(&self, u: [f64; 3], out: &mut [f64]) {
+        out[0] = 1.0;
+        let (mut p0, mut len) = (0, 1);
+        for nu in 1..=self.pot.layout.max_pow {
+            let (prev, rest) = out.split_at_mut(p0 + len);
+            let prev = &prev[p0..];
+            let (dx, rest) = rest.split_at_mut(len);
+            for (d, &v) in dx.iter_mut().zip(prev) {
+                *d = v * u[0];
             }
-        }
-        for (o, e) in out.iter_mut().zip(&self.mono_exp) {
-            *o = pw[e[0]][0] * pw[e[1]][1] * pw[e[2]][2];
+            let (dy, rest) = rest.split_at_mut(nu);
+            for (d, &v) in dy.iter_mut().zip(&prev[len - nu..]) {
+                *d = v * u[1];
+            }
+            rest[0] = prev[len - 1] * u[2];
+            p0 += len;
+            len += nu + 1;
         }
     }
 
-    /// Atoms per block of [`Self::block_energies`].
+    /// Atoms per block of [`Self::energy_block`].
     fn block_atoms(&self) -> usize {
         LANES / self.signs.len()
     }
 
-    /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
-    /// new partial sums and site energies stay in the scratch buffers. The
-    /// affected sites are independent and computed in parallel; the sum runs
-    /// in a fixed order, so the result does not depend on the thread count.
-    fn propose(&mut self, i: usize, new_m: f64) -> f64 {
+    /// New site energies (into `out`) of the affected atoms in slots
+    /// `slots` (at most one block) of a move of atom `i` to `new_m`, from
+    /// their cached basic moments and [`Self::slot_moments`].
+    fn propose_block(&self, i: usize, new_m: f64, slots: std::ops::Range<usize>, out: &mut [f64], w: &mut Work) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd_available() {
+            // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
+            unsafe { self.propose_block_avx2(i, new_m, slots, out, w) };
+            return;
+        }
+        self.propose_block_body(i, new_m, slots, out, w)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn propose_block_avx2(&self, i: usize, new_m: f64, slots: std::ops::Range<usize>, out: &mut [f64], w: &mut Work) {
+        self.propose_block_body(i, new_m, slots, out, w)
+    }
+
+    #[inline(always)]
+    fn propose_block_body(&self, i: usize, new_m: f64, slots: std::ops::Range<usize>, out: &mut [f64], w: &mut Work) {
+        let (ns, nb) = (self.signs.len(), self.nb);
+        if w.mk.len() != self.n_monos {
+            w.mk = vec![0.0; self.n_monos];
+        }
+        w.x.resize(ns * nb, 0.0);
+        if w.mom.len() != self.pot.tables.n_moments {
+            w.mom.clear();
+            w.mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+        }
+        let mut atoms = [0usize; LANES];
+        for (t, slot) in slots.enumerate() {
+            atoms[t] = self.aff_atoms[slot];
+            if ns == 2 && atoms[t] != i && self.slot_off[slot + 1] == self.slot_off[slot] + 1 {
+                // the common case, fused: one entry j -> i, both signs in adjacent lanes
+                let j = atoms[t];
+                let e = self.slot_off[slot];
+                self.entry_monos(self.unit[e], &mut w.mk);
+                let wmu = self.entry_weights(j, self.moments[j], e);
+                let (bp, bn) = self.bm[j * 2 * nb..(j + 1) * 2 * nb].split_at(nb);
+                for &(mu, ms, len, bs) in &self.mu_blocks {
+                    let (cp, cn) = (wmu[0][mu], wmu[1][mu]);
+                    for ((row, &mq), (&xp, &xn)) in w.mom[bs..bs + len].iter_mut().zip(&w.mk[ms..ms + len]).zip(bp[bs..bs + len].iter().zip(&bn[bs..bs + len])) {
+                        let pair = [xp + cp * mq, xn + cn * mq];
+                        row[2 * t..2 * t + 2].copy_from_slice(&pair);
+                    }
+                }
+                continue;
+            }
+            let mut x = std::mem::take(&mut w.x);
+            x.copy_from_slice(&self.bm[atoms[t] * ns * nb..(atoms[t] + 1) * ns * nb]);
+            self.slot_moments(&self.a, i, new_m, slot, &mut w.mk, &mut x);
+            for si in 0..ns {
+                self.scatter(&x[si * nb..(si + 1) * nb], t * ns + si, &mut w.mom);
+            }
+            w.x = x;
+        }
+        let nat = out.len();
+        self.energy_block_body(&atoms[..nat], out, &mut w.mom);
+    }
+
+    /// New basic moments `x` (every sign; on entry the current ones) of the
+    /// atom in slot `slot` of a move of atom `i` to `new_m`. An affected atom
+    /// j sees the move through its entries j -> i: per entry,
+    /// `M^s(j) += mono_q W^s[mu_q]` with
+    /// `W^s[mu] = sum_beta psi_beta(s m_j) sum_gamma R[mu beta gamma] dpsi^s_gamma`
+    /// (m_j the new moment when j = i); the moved atom also changes its own
+    /// psi_beta: `M^s(i) += sum_{beta >= 1} dpsi^s_beta A^s_beta(i)`. The
+    /// proposal and the commit both call this, so that the committed basic
+    /// moments are bit for bit those whose energy was accepted.
+    #[inline(always)]
+    fn slot_moments(&self, a: &[f64], i: usize, new_m: f64, slot: usize, mk: &mut [f64], x: &mut [f64]) {
         let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
-        let per = ns * m_ * nb;
+        let j = self.aff_atoms[slot];
+        let mj = if j == i { new_m } else { self.moments[j] };
+        if j == i {
+            for si in 0..ns {
+                let xs = &mut x[si * nb..(si + 1) * nb];
+                for b in 1..m_ {
+                    let c = self.dpsi[si][b];
+                    let ab = &a[((j * ns + si) * (m_ - 1) + b - 1) * nb..((j * ns + si) * (m_ - 1) + b) * nb];
+                    for (xq, &aq) in xs.iter_mut().zip(ab) {
+                        *xq += c * aq;
+                    }
+                }
+            }
+        }
+        for e in self.slot_off[slot]..self.slot_off[slot + 1] {
+            self.entry_monos(self.unit[e], mk);
+            let wmu = self.entry_weights(j, mj, e);
+            for si in 0..ns {
+                let xs = &mut x[si * nb..(si + 1) * nb];
+                for &(mu, ms, len, bs) in &self.mu_blocks {
+                    let c = wmu[si][mu];
+                    for (xq, &mq) in xs[bs..bs + len].iter_mut().zip(&mk[ms..ms + len]) {
+                        *xq += c * mq;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `W^s[mu] = sum_beta psi_beta(s m_j) sum_{gamma >= 1} R_e[mu beta gamma] dpsi^s_gamma`
+    /// of entry `e` (j -> i) for the last proposal's dpsi, per sign.
+    #[inline(always)]
+    fn entry_weights(&self, j: usize, mj: f64, e: usize) -> [[f64; 64]; 2] {
+        let (m_, kr) = (self.pot.n_psi, self.pot.n_radial);
+        let kmm = kr * m_ * m_;
+        let rk = &self.rad[e * kmm..(e + 1) * kmm];
+        let mut wmu = [[0.0f64; 64]; 2];
+        let mut pb = [0.0; 64];
+        let mut scr = [0.0; 64];
+        for (si, &s) in self.signs.iter().enumerate() {
+            self.psi(j, mj * s, &mut pb[..m_], &mut scr[..m_]);
+            let d = &self.dpsi[si];
+            for mu in 0..kr {
+                let mut acc = 0.0;
+                for b in 0..m_ {
+                    let mut y = 0.0;
+                    for g in 1..m_ {
+                        // psi_0 = 1 never changes
+                        y += rk[(mu * m_ + b) * m_ + g] * d[g];
+                    }
+                    acc += pb[b] * y;
+                }
+                wmu[si][mu] = acc;
+            }
+        }
+        wmu
+    }
+
+    /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
+    /// new site energies stay in the scratch buffer. The affected sites are
+    /// independent (computed in parallel only for very large neighbourhoods);
+    /// the sum runs in a fixed order, so the result does not depend on the
+    /// thread count.
+    fn propose(&mut self, i: usize, new_m: f64) -> f64 {
+        let m_ = self.pot.n_psi;
         let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
         let naff = a1 - a0;
         let mut p_old = [0.0; 64];
         let mut p_new = [0.0; 64];
         let mut scr = [0.0; 64];
-        let mut dpsi = [[0.0; 64]; 2];
         for (si, &s) in self.signs.iter().enumerate() {
             self.psi(i, self.moments[i] * s, &mut p_old[..m_], &mut scr[..m_]);
             self.psi(i, new_m * s, &mut p_new[..m_], &mut scr[..m_]);
             for g in 0..m_ {
-                dpsi[si][g] = p_new[g] - p_old[g];
+                self.dpsi[si][g] = p_new[g] - p_old[g];
             }
         }
-        let mut da = std::mem::take(&mut self.da);
         let mut new_site = std::mem::take(&mut self.new_site);
-        let mut mom = std::mem::take(&mut self.mom);
+        let mut work = std::mem::take(&mut self.work);
         let this = &*self;
         let bs = self.block_atoms();
-        let work = |c: usize, dac: &mut [f64], out: &mut [f64], mom: &mut Vec<[f64; LANES]>| {
-            let slots = a0 + c * bs..a0 + c * bs + out.len();
-            let mut atoms = [0usize; LANES];
-            let mut ms = [0.0; LANES];
-            let mut mk = vec![0.0; this.nb];
-            for (t, slot) in slots.enumerate() {
-                let j = this.aff_atoms[slot];
-                let entries = &this.rev_entry[this.slot_off[slot]..this.slot_off[slot + 1]];
-                this.slot_delta(entries, &dpsi, &mut dac[t * per..(t + 1) * per], &mut mk);
-                atoms[t] = j;
-                ms[t] = if j == i { new_m } else { this.moments[j] };
-            }
-            this.block_energies(&atoms[..out.len()], &ms[..out.len()], Some(dac), out, mom);
-        };
-        if naff > bs && crate::threads::num_threads() > 1 {
-            da[..naff * per]
-                .par_chunks_mut(per * bs)
-                .zip(new_site[..naff].par_chunks_mut(bs))
+        // a move of ~60 affected atoms takes tens of microseconds: splitting
+        // it between threads costs more than it saves (measured on 2 cores);
+        // only very large neighbourhoods are split
+        if naff > PAR_MIN_BLOCKS * bs && crate::threads::num_threads() > 1 {
+            new_site[..naff]
+                .par_chunks_mut(bs)
                 .enumerate()
-                .for_each_init(Vec::new, |mom, (c, (dac, out))| work(c, dac, out, mom));
+                .for_each_init(Work::default, |w, (c, out)| this.propose_block(i, new_m, a0 + c * bs..a0 + c * bs + out.len(), out, w));
         } else {
-            for (c, (dac, out)) in da[..naff * per].chunks_mut(per * bs).zip(new_site[..naff].chunks_mut(bs)).enumerate() {
-                work(c, dac, out, &mut mom);
+            for (c, out) in new_site[..naff].chunks_mut(bs).enumerate() {
+                this.propose_block(i, new_m, a0 + c * bs..a0 + c * bs + out.len(), out, &mut work);
             }
         }
-        self.mom = mom;
+        self.work = work;
         let mut de = 0.0;
         for l in 0..naff {
             de += new_site[l] - self.site[self.aff_atoms[a0 + l]];
         }
-        self.da = da;
         self.new_site = new_site;
         de
     }
 
-    /// Change of the partial sums of one affected atom from its entries pointing to the moved atom.
-    fn slot_delta(&self, entries: &[usize], dpsi: &[[f64; 64]; 2], dal: &mut [f64], mk: &mut [f64]) {
-        let (m_, nb, kr) = (self.pot.n_psi, self.nb, self.pot.n_radial);
+    /// Apply the last proposal for atom `i`: the basic moments of the
+    /// affected atoms become the proposal's (same arithmetic), their partial
+    /// sums take the change of their entries j -> i, their site energies the
+    /// proposal's.
+    fn commit(&mut self, i: usize, new_m: f64) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd_available() {
+            // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
+            unsafe { self.commit_avx2(i, new_m) };
+            return;
+        }
+        self.commit_body(i, new_m)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn commit_avx2(&mut self, i: usize, new_m: f64) {
+        self.commit_body(i, new_m)
+    }
+
+    #[inline(always)]
+    fn commit_body(&mut self, i: usize, new_m: f64) {
+        let (ns, m_, nb, kr) = (self.signs.len(), self.pot.n_psi, self.nb, self.pot.n_radial);
         let kmm = kr * m_ * m_;
-        dal.fill(0.0);
-        let mut wbuf = [0.0f64; 256];
-        let mut wvec;
-        let w: &mut [f64] = if kr * m_ <= wbuf.len() {
-            &mut wbuf[..kr * m_]
-        } else {
-            wvec = vec![0.0; kr * m_];
-            &mut wvec
-        };
-        for &k in entries {
-            let rk = &self.rad[k * kmm..(k + 1) * kmm];
-            self.entry_monos(k, mk);
-            for si in 0..self.signs.len() {
-                for mu in 0..kr {
-                    for b in 0..m_ {
-                        let mut x = 0.0;
-                        for g in 1..m_ {
-                            // psi_0 = 1 never changes
-                            x += rk[(mu * m_ + b) * m_ + g] * dpsi[si][g];
-                        }
-                        w[b * kr + mu] = x;
-                    }
-                }
-                for b in 0..m_ {
-                    let off = (si * m_ + b) * nb;
-                    let dst = &mut dal[off..off + nb];
-                    let wb = &w[b * kr..(b + 1) * kr];
-                    // blocks of basic moments share mu: contiguous axpy each
-                    for &(mu, len, bs) in &self.mu_blocks {
-                        let c = wb[mu];
-                        for (d, &mq) in dst[bs..bs + len].iter_mut().zip(&mk[bs..bs + len]) {
-                            *d += c * mq;
+        let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
+        let mut mk = std::mem::take(&mut self.work.mk);
+        mk.resize(self.n_monos, 0.0);
+        let mut bm = std::mem::take(&mut self.bm);
+        let mut a = std::mem::take(&mut self.a);
+        let mut wbg = [0.0f64; 64];
+        for l in 0..a1 - a0 {
+            let slot = a0 + l;
+            let j = self.aff_atoms[slot];
+            let xj = &mut bm[j * ns * nb..(j + 1) * ns * nb];
+            // the same arithmetic, in the same order, as slot_moments: the
+            // moved atom's own term first, from its old partial sums
+            if j == i {
+                for si in 0..ns {
+                    let xs = &mut xj[si * nb..(si + 1) * nb];
+                    for b in 1..m_ {
+                        let c = self.dpsi[si][b];
+                        let ab = &a[((j * ns + si) * (m_ - 1) + b - 1) * nb..((j * ns + si) * (m_ - 1) + b) * nb];
+                        for (xq, &aq) in xs.iter_mut().zip(ab) {
+                            *xq += c * aq;
                         }
                     }
                 }
             }
-        }
-    }
-
-    /// Apply the last proposal for atom `i`.
-    fn commit(&mut self, i: usize, new_m: f64) {
-        let per = self.signs.len() * self.pot.n_psi * self.nb;
-        let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
-        for l in 0..a1 - a0 {
-            let j = self.aff_atoms[a0 + l];
-            let dst = &mut self.a[j * per..(j + 1) * per];
-            for (x, d) in dst.iter_mut().zip(&self.da[l * per..(l + 1) * per]) {
-                *x += *d;
+            let mj = if j == i { new_m } else { self.moments[j] };
+            for e in self.slot_off[slot]..self.slot_off[slot + 1] {
+                self.entry_monos(self.unit[e], &mut mk);
+                let wmu = self.entry_weights(j, mj, e);
+                for si in 0..ns {
+                    let xs = &mut xj[si * nb..(si + 1) * nb];
+                    for &(mu, ms, len, bs) in &self.mu_blocks {
+                        let c = wmu[si][mu];
+                        for (xq, &mq) in xs[bs..bs + len].iter_mut().zip(&mk[ms..ms + len]) {
+                            *xq += c * mq;
+                        }
+                    }
+                }
+                for si in 0..ns {
+                    for b in 1..m_ {
+                        let off = ((j * ns + si) * (m_ - 1) + b - 1) * nb;
+                        let dst = &mut a[off..off + nb];
+                        for mu in 0..kr {
+                            let mut y = 0.0;
+                            for g in 1..m_ {
+                                y += self.rad[e * kmm + (mu * m_ + b) * m_ + g] * self.dpsi[si][g];
+                            }
+                            wbg[mu] = y;
+                        }
+                        for &(mu, ms, len, bs) in &self.mu_blocks {
+                            let c = wbg[mu];
+                            for (d, &mq) in dst[bs..bs + len].iter_mut().zip(&mk[ms..ms + len]) {
+                                *d += c * mq;
+                            }
+                        }
+                    }
+                }
             }
             self.site[j] = self.new_site[l];
         }
+        self.bm = bm;
+        self.a = a;
+        self.work.mk = mk;
         self.moments[i] = new_m;
     }
 
@@ -670,6 +899,12 @@ mod tests {
     use crate::model::EvalOptions;
 
     fn setup(symmetrize: bool) -> (Potential, Config) {
+        setup_with(1, 3, [-3.0, -0.5], [3.0, 0.5], symmetrize)
+    }
+
+    /// `rep`^3 copies of an 8-atom rock-salt-like cube (perturbed), `m`
+    /// magnetic basis functions, magnetic intervals [lo_z, hi_z].
+    fn setup_with(rep: usize, m: usize, lo: [f64; 2], hi: [f64; 2], symmetrize: bool) -> (Potential, Config) {
         let g = basis_gen::generate(10).expect("basis");
         let tables = crate::model::Tables {
             basic: g.basic.clone(),
@@ -678,26 +913,39 @@ mod tests {
             scalars: g.scalars.clone(),
         };
         let n_radial = tables.n_radial();
-        let (c, p, m) = (2usize, 4usize, 3usize);
+        let (c, p) = (2usize, 4usize);
         let np = c * c * n_radial * p * m * m + c + tables.scalars.len();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let params: Vec<f64> = (0..np).map(|_| 0.2 * (rng.gen::<f64>() - 0.5)).collect();
-        let pot = Potential::new(c, 1.0, 1.5, 4.5, p, m, vec![-3.0, -0.5], vec![3.0, 0.5], tables, params).expect("pot");
-        // rocksalt 2x2x2 conventional-ish: 8 atoms in a cube of 4.1 Å, perturbed
+        let pot = Potential::new(c, 1.0, 1.5, 4.5, p, m, lo.to_vec(), hi.to_vec(), tables, params).expect("pot");
+        // rocksalt conventional-ish: 8 atoms in a cube of 4.1 Å, perturbed, repeated
         let a = 4.1;
         let mut pos = Vec::new();
         let mut types = Vec::new();
-        for x in 0..2 {
-            for y in 0..2 {
-                for z in 0..2 {
-                    pos.push([x as f64 * a / 2.0 + 0.05 * z as f64, y as f64 * a / 2.0, z as f64 * a / 2.0 + 0.03 * x as f64]);
+        let n2 = 2 * rep;
+        for x in 0..n2 {
+            for y in 0..n2 {
+                for z in 0..n2 {
+                    let h = ((x * 7 + y * 3 + z * 5) % 11) as f64 / 11.0 - 0.5;
+                    pos.push([x as f64 * a / 2.0 + 0.05 * (z % 2) as f64 + 0.04 * h, y as f64 * a / 2.0 - 0.03 * h, z as f64 * a / 2.0 + 0.03 * (x % 2) as f64]);
                     types.push((x + y + z) % 2);
                 }
             }
         }
-        let moments: Vec<f64> = (0..8).map(|i| if types[i] == 1 { 0.1 * (i as f64 - 4.0) } else { 2.0 - 0.4 * i as f64 }).collect();
+        let n = pos.len();
+        let moments: Vec<f64> = (0..n)
+            .map(|i| {
+                let u = ((i * 37) % 17) as f64 / 17.0;
+                if types[i] == 1 {
+                    0.7 * (u - 0.5) * hi[1].min(-lo[1])
+                } else {
+                    (if i % 3 == 0 { -1.0 } else { 1.0 }) * (0.5 + 2.0 * u)
+                }
+            })
+            .collect();
         let _ = symmetrize;
-        (pot, Config { lattice: [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]], pbc: [true; 3], positions: pos, types, moments })
+        let l = a * rep as f64;
+        (pot, Config { lattice: [[l, 0.0, 0.0], [0.0, l, 0.0], [0.0, 0.0, l]], pbc: [true; 3], positions: pos, types, moments })
     }
 
     #[test]
@@ -723,6 +971,50 @@ mod tests {
                     let e = pot.evaluate(&cfg, opts).expect("eval").energy;
                     assert!((s.energy() - e).abs() < 1e-10);
                     e0 = e;
+                }
+            }
+        }
+    }
+
+    /// Larger cells (entries j -> i single or several images), two and three
+    /// magnetic basis functions, symmetric and asymmetric intervals: every
+    /// proposal against a full recompute, and after many accepted moves the
+    /// sampler's energy against a full evaluation.
+    #[test]
+    fn local_change_equals_full_recompute_larger_cells() {
+        let cases: [(usize, usize, [f64; 2], [f64; 2]); 3] =
+            [(2, 2, [-3.0, -0.5], [3.0, 0.5]), (2, 3, [-3.2, -0.4], [2.8, 0.6]), (1, 2, [-2.9, -0.5], [3.1, 0.4])];
+        for (rep, m, lo, hi) in cases {
+            for symmetrize in [true, false] {
+                let (pot, mut cfg) = setup_with(rep, m, lo, hi, symmetrize);
+                let n = cfg.positions.len();
+                let mmax: Vec<f64> = cfg.types.iter().map(|&t| if t == 0 { 2.8 } else { 0.4 }).collect();
+                let mut s = SpinSampler::new(&pot, &cfg, &mmax, symmetrize, 5).expect("sampler");
+                let opts = EvalOptions { symmetrize, param_grad: false, forces: false };
+                let mut e0 = pot.evaluate(&cfg, opts).expect("eval").energy;
+                assert!((s.energy() - e0).abs() < 1e-10);
+                for step in 0..30 {
+                    let i = (step * 13 + 5) % n;
+                    let new_m = if step % 3 == 0 { -cfg.moments[i] } else { mmax[i] * (step as f64 * 0.61).cos() };
+                    let de = s.delta_energy(i, new_m).expect("de");
+                    let mut c2 = cfg.clone();
+                    c2.moments[i] = new_m;
+                    let e1 = pot.evaluate(&c2, opts).expect("eval").energy;
+                    assert!((de - (e1 - e0)).abs() < 1e-10, "rep {rep} m {m} sym {symmetrize} step {step}: {de} vs {}", e1 - e0);
+                    if step % 2 == 0 {
+                        s.set_moment(i, new_m).expect("set");
+                        cfg = c2;
+                        e0 = e1;
+                    }
+                }
+                // many Metropolis moves, then the cached state against a full evaluation
+                s.sweep(3.0, 0.5, 0.3, 5, None).expect("sweep");
+                let mut c3 = cfg.clone();
+                c3.moments = s.moments().to_vec();
+                let full = pot.evaluate(&c3, opts).expect("eval");
+                assert!((s.energy() - full.energy).abs() < 1e-9, "rep {rep} m {m}: {} vs {}", s.energy(), full.energy);
+                for (a, b) in s.site_energies().iter().zip(&full.site_energies) {
+                    assert!((a - b).abs() < 1e-10);
                 }
             }
         }
