@@ -55,7 +55,7 @@ def test_killed_and_resumed_main_job_is_bit_identical(main_job_state, tmp_path):
     while kills < 10:
         proc = start(state, threads)
         try:
-            proc.wait(timeout=float(rng.uniform(4.0, 25.0)))
+            proc.wait(timeout=float(rng.uniform(3.0, 12.0)))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
