@@ -883,25 +883,7 @@ impl Potential {
             // the nonlinear part (composite moments and their adjoints) runs
             // on the two signs side by side; the backward pass needs only
             // g_P = g_+ + g_- and g_M = g_+ - g_-.
-            let (_, yi) = mag_arg(self, zi, moms[i]);
-            let si = 2.0 / (self.mag_hi[zi] - self.mag_lo[zi]);
-            cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
-            for b in 0..m_ {
-                sc.dpsi_i[b] *= si;
-            }
-            {
-                let mut pj = [zero; 64];
-                let mut dpj = [zero; 64];
-                for (n, &k) in sc.ks.iter().enumerate() {
-                    let j = nl.index[k];
-                    let (sj, yj) = mag_arg(self, types[j], moms[j]);
-                    cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
-                    for g in 0..m_ {
-                        sc.pj[g * nn + n] = pj[g];
-                        sc.dpj[g * nn + n] = dpj[g] * sj;
-                    }
-                }
-            }
+            self.magnetic_basis(types, nl, moms, i, 1.0, sc);
             // f[(2 mu + parity) nn + n], likewise fmj, fmi, fr
             let k2 = 2 * kr * nn;
             // accumulated in registers over (beta, gamma), LANES neighbours at a time
@@ -1116,28 +1098,7 @@ impl Potential {
         } else {
         for &sign in signs {
             // magnetic basis of the central atom and of every neighbour
-            let mi = moms[i] * sign;
-            let (psi_scale_i, yi) = mag_arg(self, zi, mi);
-            cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
-            for b in 0..m_ {
-                sc.dpsi_i[b] *= psi_scale_i;
-            }
-            if m_ > 1 {
-                let mut pj = [zero; 64];
-                let mut dpj = [zero; 64];
-                for (n, &k) in sc.ks.iter().enumerate() {
-                    let j = nl.index[k];
-                    let (sj, yj) = mag_arg(self, types[j], moms[j] * sign);
-                    cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
-                    for g in 0..m_ {
-                        sc.pj[g * nn + n] = pj[g];
-                        sc.dpj[g * nn + n] = dpj[g] * sj;
-                    }
-                }
-            } else {
-                sc.pj[..nn].fill(T::cst(1.0));
-                sc.dpj[..nn].fill(zero);
-            }
+            self.magnetic_basis(types, nl, moms, i, sign, sc);
             // f_mu(n) and its derivatives: contract H over (beta, gamma)
             sc.f[..kr * nn].fill(zero);
             sc.fmj[..kr * nn].fill(zero);
@@ -1407,6 +1368,40 @@ impl Potential {
                     acc.virial[a][b] -= gv[a] * v[b];
                 }
             }
+        }
+    }
+}
+
+impl Potential {
+    /// Magnetic basis of the moments times `sign`: psi_b and dpsi_b/dm of
+    /// the central atom `i` (`sc.psi_i`, `sc.dpsi_i`) and of every neighbour,
+    /// in the species-sorted order of `sc.ks` (`sc.pj`, `sc.dpj`, stride
+    /// `sc.nn`).
+    #[inline(always)]
+    fn magnetic_basis<T: Num>(&self, types: &[usize], nl: &NeighborList, moms: &[T], i: usize, sign: f64, sc: &mut Scratch<T>) {
+        let m_ = self.n_psi;
+        let nn = sc.nn;
+        let zero = T::cst(0.0);
+        let (psi_scale_i, yi) = mag_arg(self, types[i], moms[i] * sign);
+        cheb_with_deriv(yi, &mut sc.psi_i, &mut sc.dpsi_i);
+        for b in 0..m_ {
+            sc.dpsi_i[b] *= psi_scale_i;
+        }
+        if m_ > 1 {
+            let mut pj = [zero; 64];
+            let mut dpj = [zero; 64];
+            for (n, &k) in sc.ks.iter().enumerate() {
+                let j = nl.index[k];
+                let (sj, yj) = mag_arg(self, types[j], moms[j] * sign);
+                cheb_with_deriv(yj, &mut pj[..m_], &mut dpj[..m_]);
+                for g in 0..m_ {
+                    sc.pj[g * nn + n] = pj[g];
+                    sc.dpj[g * nn + n] = dpj[g] * sj;
+                }
+            }
+        } else {
+            sc.pj[..nn].fill(T::cst(1.0));
+            sc.dpj[..nn].fill(zero);
         }
     }
 }
