@@ -83,11 +83,46 @@ def test_loop_converges_with_small_held_out_errors(tmp_path):
     assert test["forces"]["rmse"] < 250.0  # meV/Å
     assert test["stress"]["rmse"] < 3.0  # GPa
     assert test["magnetic_forces"]["rmse"] < 80.0  # meV/μB
+    # the delivered potential is the final refit of the training set whose sampling
+    # preselected nothing, sampled again; it fits that set better than the refit before
+    assert its[-1]["fit"] == "final" and its[-2]["n_preselected"] == 0
+    assert its[-1]["training_size"] == its[-2]["training_size"]
+    assert summary["final_iteration"] == its[-1]["iteration"]
+    losses = [training_loss(tmp_path / "run", it["iteration"]) for it in its[-2:]]
+    assert losses[1] < 0.9 * losses[0], losses
     rep = tmp_path / "run" / "report"
     for f in ("learning_curve.png", "grade_histograms.png", "report.md", "errors.json"):
         assert (rep / f).exists(), f
     # every label was computed exactly once
     assert all(r["status"] == "done" and len(r["attempts"]) == 1 for r in all_records(tmp_path / "run"))
+
+
+def training_loss(state: Path, k: int) -> float:
+    from mmtp_rs import Potential
+    from mmtp_rs.fitting.data import Dataset
+    from mmtp_rs.fitting.optimize import Objective
+    from mmtp_rs.io.images import read_images
+
+    d = state / f"iter_{k:03d}"
+    pot = Potential.from_file(d / "potential.json")
+    return Objective(pot, Dataset.from_atoms(read_images(d / "training.extxyz"))).evaluate_theta(
+        pot.params, gradient=False)["loss"]
+
+
+@pytest.mark.parametrize("final", [None, 0])
+def test_the_last_permitted_iteration_delivers_a_final_refit(tmp_path, final):
+    """At the iteration limit the last fit is a final (longer) refit, and the summary
+    names that iteration; with ``final_max_iter = 0`` refits are all alike."""
+    text = TINY.replace("max_iterations = 8", "max_iterations = 2")
+    if final is not None:
+        text = text.replace("max_iter = 80", f"max_iter = 80\nfinal_max_iter = {final}")
+    summary = Learner(config(tmp_path, text), tmp_path / "run", quiet=True).run()
+    its = summary["iterations"]
+    assert [it["fit"] for it in its] == ["cold", "final" if final is None else "warm"]
+    assert summary["final_iteration"] == 1
+    assert summary["converged"] == (its[-1]["n_preselected"] == 0)
+    if not summary["converged"]:
+        assert "stopped at the iteration limit" in (tmp_path / "run" / "log.txt").read_text()
 
 
 class Killed(Exception):

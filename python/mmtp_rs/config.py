@@ -209,8 +209,11 @@ FIT: dict[str, Key] = {
     "checkpoint_interval": Key("float", 30.0, lo=0.0),  # s
     "valid_fraction": Key("float", 0.0, lo=0.0, hi=0.9),  # random validation split
     # learn: refits after iteration 0 start from the previous potential, with at most
-    # warm_max_iter iterations (0: max_iter; see loop.learner.warm_max_iter)
+    # warm_max_iter iterations (0: max_iter); once a round preselects nothing, a final
+    # refit of final_max_iter iterations (default 2 max_iter, 0: none) is sampled
+    # again and delivered (see loop.learner.warm_max_iter and final_max_iter)
     "warm_max_iter": Key("int", 0, lo=0),
+    "final_max_iter": Key("int", None, lo=0),
 }
 
 _WEIGHTS = {"energy": Key("float", 1.0, lo=0.0), "forces": Key("float", 0.01, lo=0.0),
@@ -229,6 +232,7 @@ def fit_arguments(fit: Mapping[str, Any]) -> dict:
     f = dict(fit)
     f.pop("valid_fraction", None)
     f.pop("warm_max_iter", None)
+    f.pop("final_max_iter", None)
     f["patience"] = None if f["patience"] == 0 else f["patience"]
     f["linear_solve"] = None if f["linear_solve"] == "none" else f["linear_solve"]
     return f

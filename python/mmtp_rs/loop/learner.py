@@ -101,17 +101,29 @@ def write_json(path: Path, doc: Any) -> None:
 
 
 def warm_max_iter(fit: dict) -> int:
-    """Iteration limit of a refit warm-started from the previous iteration's potential:
-    ``[fit] warm_max_iter`` if set (> 0), else ``max_iter``.
+    """Iteration limit of a refit warm-started from the previous iteration's potential
+    while the loop is still selecting: ``[fit] warm_max_iter`` if set (> 0), else
+    ``max_iter``.
 
-    Not shortened by default: the refits of the main job reach the final loss of a cold
-    fit of the same set after 135 (k = 1), 94 (k = 2) and 1 (k >= 3) of 200 iterations
-    (benches/bench_refit.py), but the last refit is the potential the loop delivers, and
-    shorter refits (a third of ``max_iter`` from k = 3 on) left the small loop of
-    tests/test_learn.py above its held-out error bounds (12.8 meV/atom against 10).
+    Not shortened by default: the refits of the main job reach the final loss of a
+    cold fit of the same set after 70-80 (k = 1) and 1 (k >= 2) of 200 iterations
+    (benches/bench_refit.py), but stopping them there (a quarter of ``max_iter``)
+    made the main job slower, not faster: the weaker potentials steered the sampling
+    to configurations the full refits never visit (7 iterations and 72 labels instead
+    of 4 and 51; 297 s instead of 137 s).
     """
     n = int(fit.get("warm_max_iter", 0) or 0)
     return n if n > 0 else int(fit.get("max_iter", 1000))
+
+
+def final_max_iter(fit: dict) -> int:
+    """Iteration limit of the final refit: once a round of sampling preselects
+    nothing, the loop refits the same training set (warm) for this many iterations
+    and samples again with the result, which is the potential it delivers.
+    ``[fit] final_max_iter``; default ``2 * max_iter``; 0: no final refit (the loop
+    ends with the refit whose sampling preselected nothing)."""
+    n = fit.get("final_max_iter")
+    return 2 * int(fit.get("max_iter", 1000)) if n is None else int(n)
 
 
 class Learner:
@@ -182,7 +194,10 @@ class Learner:
         write_images(path, labelled)
         return labelled
 
-    def fit(self, k: int, training: list[Atoms], previous=None):
+    def fit(self, k: int, training: list[Atoms], previous=None, kind: str = "cold"):
+        """Fit of iteration ``k``: ``cold`` (a new potential, ``max_iter``), ``warm``
+        (from ``previous``, :func:`warm_max_iter`) or ``final`` (from ``previous``,
+        :func:`final_max_iter`)."""
         from mmtp_rs.fitting.optimize import fit, make_potential
         from mmtp_rs.model.potential import Potential
 
@@ -199,19 +214,19 @@ class Learner:
         f = fit_arguments(self.cfg.fit)
         f.pop("seed", None)  # each iteration's fit is seeded by the run's seed and the iteration
         f.pop("checkpoint_interval", None)  # the loop checkpoints every 5 s
-        warm = previous is not None
-        if not warm:
+        if previous is None:
+            kind = "cold"
             pot = make_potential(data, species=species, seed=self.cfg.seed, **m)
         else:
             pot = previous  # warm start from the last iteration's fit
-            f["max_iter"] = warm_max_iter(self.cfg.fit)
+            f["max_iter"] = final_max_iter(self.cfg.fit) if kind == "final" else warm_max_iter(self.cfg.fit)
         train, valid = (data.split(valid_fraction, seed=self.cfg.seed + k) if valid_fraction > 0 else (data, None))
         t0 = time.perf_counter()
         res = fit(pot, train, valid, checkpoint=d / "fit_checkpoint.json", checkpoint_interval=5.0, quiet=True,
                   seed=self.cfg.seed + k, **f)
         pot = res.potential
         self.log(f"iteration {k}: fitted {pot.n_params} parameters on {len(train)} configurations "
-                 f"in {time.perf_counter() - t0:.1f} s ({'warm start, ' if warm else ''}"
+                 f"in {time.perf_counter() - t0:.1f} s ({'' if kind == 'cold' else kind + ' refit, '}"
                  f"{len(res.history)} iterations, loss {res.best_loss:.4g})")
         pot.save(d / "potential.mtp")
         pot.save(path)
@@ -422,6 +437,8 @@ class Learner:
         test = self.test_set()
         previous = None
         converged = False
+        final_pending = False  # the last round preselected nothing: refit long, sample again
+        finals = final_max_iter(self.cfg.fit) > 0
         k = 0
         pot = None
         while k < self.cfg.max_iterations:
@@ -431,14 +448,23 @@ class Learner:
                 write_images(tr_path, training)
             training = read_images(tr_path)
             t0 = time.perf_counter()
-            pot = self.fit(k, training, previous)
+            # iteration 0 fits from scratch, later ones start from the previous potential;
+            # the potential the loop delivers comes from a final (longer) refit: after a
+            # round that preselected nothing, and at the last permitted iteration
+            if previous is None:
+                kind = "cold"
+            elif finals and (final_pending or k == self.cfg.max_iterations - 1):
+                kind = "final"
+            else:
+                kind = "warm"
+            pot = self.fit(k, training, previous, kind)
             aset = self.active_set(k, pot, training)
             t1 = time.perf_counter()
             pool, info = self.simulate(k, pot, aset)
             t2 = time.perf_counter()
             selected = self.select(k, aset, pool) if pool else []
             t3 = time.perf_counter()
-            rec = {"iteration": k, "training_size": len(training), "n_preselected": len(pool),
+            rec = {"iteration": k, "fit": kind, "training_size": len(training), "n_preselected": len(pool),
                    "n_selected": len(selected), "max_grades": info["max_grades"],
                    "test_errors": self.errors(pot, test)}
             labelled: list[Atoms] = []
@@ -458,10 +484,18 @@ class Learner:
             self.save_summary()
             self.log(f"iteration {k}: training {len(training)}, preselected {len(pool)}, selected {len(selected)}, "
                      f"labelled {len(labelled)}")
+            if not pool and finals and kind != "final":
+                self.log(f"iteration {k} preselected nothing; iteration {k + 1} refits the same training set "
+                         f"for {final_max_iter(self.cfg.fit)} iterations and samples again")
+                final_pending = True
+                previous = pot
+                k += 1
+                continue
             if not pool:
                 converged = True
                 self.log(f"converged: iteration {k} preselected nothing")
                 break
+            final_pending = False
             if not labelled:
                 self.log(f"iteration {k}: nothing could be labelled; stopping (see the label failures above)")
                 break
@@ -469,6 +503,7 @@ class Learner:
             previous = pot
             k += 1
         else:
+            k = self.cfg.max_iterations - 1  # the last iteration run
             self.log(f"stopped at the iteration limit ({self.cfg.max_iterations}) without convergence")
         self.summary["converged"] = converged
         self.summary["final_iteration"] = k

@@ -38,12 +38,12 @@ def write_learning_report(learner, pot, test: list) -> dict:
     md = [f"# Active learning: {learner.cfg.name}", "",
           f"Converged: {learner.summary.get('converged')} after iteration {learner.summary.get('final_iteration')}",
           "", "## Iterations", "",
-          "| iteration | training size | preselected | selected | labelled | max grade |",
-          "|---|---|---|---|---|---|"]
+          "| iteration | fit | training size | preselected | selected | labelled | max grade |",
+          "|---|---|---|---|---|---|---|"]
     for r in its:
         mg = max(r["max_grades"]) if r.get("max_grades") else 0.0
-        md.append(f"| {r['iteration']} | {r['training_size']} | {r['n_preselected']} | {r['n_selected']} | "
-                  f"{r.get('n_labelled', 0)} | {mg:.3g} |")
+        md.append(f"| {r['iteration']} | {r.get('fit', '')} | {r['training_size']} | {r['n_preselected']} | "
+                  f"{r['n_selected']} | {r.get('n_labelled', 0)} | {mg:.3g} |")
     md += ["", "## Errors of the final potential", "", to_markdown(errors)]
     validation = None
     from mmtp_rs.loop.config import validation_enabled
