@@ -82,12 +82,8 @@ pub struct SpinSampler {
     /// (mu, first monomial, length, first basic moment) of the runs of
     /// basic moments with one mu and consecutive monomials (internal order)
     mu_blocks: Vec<(usize, usize, usize, usize)>,
-    /// the `times` table as runs of one target moment: (k, first entry, end, first run of k)
-    runs: Vec<(usize, usize, usize, bool)>,
-    /// the `times` entries (a, b, mult) in table order; here and in
-    /// `scalars` the basic moments are renumbered to the internal order, so
-    /// that basic moment q is row q of the moment rows
-    times: Vec<(usize, usize, f64)>,
+    /// the `times` table in the order of [`times_body`]
+    times: Times,
     scalars: Vec<usize>,
     /// per entry of `rev_entry` (the entries j -> i of each atom i, stored
     /// contiguously so that a move reads them in one sweep of memory):
@@ -138,25 +134,99 @@ struct Work {
     x: Vec<f64>,
 }
 
-/// The composite moments over the `times` runs: `mom[k] += mult * mom[a] *
-/// mom[b]` in table order, on every lane, with the target row kept in
-/// registers over each run (one load and store per run, not per entry).
-#[inline(always)]
-fn times_body(runs: &[(usize, usize, usize, bool)], times: &[(usize, usize, f64)], mom: &mut [[f64; LANES]]) {
-    for &(k, s, e, first) in runs {
-        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len();
-        // the runs cover 0..times.len()
-        unsafe {
-            let mut acc = if first { [0.0; LANES] } else { *mom.get_unchecked(k) };
-            for &(a, b, mult) in times.get_unchecked(s..e) {
-                let ra = mom.get_unchecked(a);
-                let rb = mom.get_unchecked(b);
-                // fused multiply-add: exact rounding on every code path
-                for l in 0..LANES {
-                    acc[l] = (ra[l] * mult).mul_add(rb[l], acc[l]);
+/// The `times` table for [`times_body`]. Each run of entries with one
+/// target moment k (table order) is split into groups of one multiplicity:
+/// first the entries with mult 1, then one group per other multiplicity in
+/// the order of their first entry. Here and in `scalars` the basic moments
+/// are renumbered to the internal order, so that basic moment q is row q of
+/// the moment rows.
+#[derive(Clone, Debug, Default)]
+struct Times {
+    /// (k, first group, end group, first run of k)
+    runs: Vec<(u32, u32, u32, bool)>,
+    /// (mult, first pair, end pair)
+    groups: Vec<(f64, u32, u32)>,
+    /// rows (a, b) of the products
+    pairs: Vec<[u32; 2]>,
+}
+
+impl Times {
+    /// From the table entries (a, b, mult, k), rows already renumbered.
+    fn new(times: &[(usize, usize, f64, usize)], n_moments: usize) -> Self {
+        let mut t = Times::default();
+        let mut seen = vec![false; n_moments];
+        let mut t0 = 0;
+        for t1 in 1..=times.len() {
+            let k = times[t0].3;
+            if t1 < times.len() && times[t1].3 == k {
+                continue;
+            }
+            let run = &times[t0..t1];
+            let g0 = t.groups.len();
+            let mut mults = vec![1.0];
+            for e in run {
+                if !mults.contains(&e.2) {
+                    mults.push(e.2);
                 }
             }
-            *mom.get_unchecked_mut(k) = acc;
+            for m in mults {
+                let p0 = t.pairs.len();
+                t.pairs.extend(run.iter().filter(|e| e.2 == m).map(|e| [e.0 as u32, e.1 as u32]));
+                if t.pairs.len() > p0 {
+                    t.groups.push((m, p0 as u32, t.pairs.len() as u32));
+                }
+            }
+            t.runs.push((k as u32, g0 as u32, t.groups.len() as u32, !seen[k]));
+            seen[k] = true;
+            t0 = t1;
+        }
+        t
+    }
+}
+
+/// The composite moments over the `times` runs: `mom[k] += sum mult *
+/// mom[a] * mom[b]` on every lane, with the target row kept in registers
+/// over each run (one load and store per run, not per entry) and the
+/// products of one multiplicity summed before they are scaled (one
+/// multiplication per group, none for mult 1).
+#[inline(always)]
+fn times_body(t: &Times, mom: &mut [[f64; LANES]]) {
+    for &(k, g0, g1, first) in &t.runs {
+        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len();
+        // Times::new made every group and pair range valid
+        unsafe {
+            let mut acc = if first { [0.0; LANES] } else { *mom.get_unchecked(k as usize) };
+            for &(mult, p0, p1) in t.groups.get_unchecked(g0 as usize..g1 as usize) {
+                let pairs = t.pairs.get_unchecked(p0 as usize..p1 as usize);
+                // fused multiply-add: exact rounding on every code path
+                if mult == 1.0 {
+                    for &[a, b] in pairs {
+                        let ra = mom.get_unchecked(a as usize);
+                        let rb = mom.get_unchecked(b as usize);
+                        for l in 0..LANES {
+                            acc[l] = ra[l].mul_add(rb[l], acc[l]);
+                        }
+                    }
+                } else {
+                    let [a, b] = *pairs.get_unchecked(0);
+                    let (ra, rb) = (mom.get_unchecked(a as usize), mom.get_unchecked(b as usize));
+                    let mut sub = [0.0; LANES];
+                    for l in 0..LANES {
+                        sub[l] = ra[l] * rb[l];
+                    }
+                    for &[a, b] in pairs.get_unchecked(1..) {
+                        let ra = mom.get_unchecked(a as usize);
+                        let rb = mom.get_unchecked(b as usize);
+                        for l in 0..LANES {
+                            sub[l] = ra[l].mul_add(rb[l], sub[l]);
+                        }
+                    }
+                    for l in 0..LANES {
+                        acc[l] = sub[l].mul_add(mult, acc[l]);
+                    }
+                }
+            }
+            *mom.get_unchecked_mut(k as usize) = acc;
         }
     }
 }
@@ -267,19 +337,9 @@ impl SpinSampler {
         let ns = signs.len();
         let max_aff = (0..n).map(|i| aff_off[i + 1] - aff_off[i]).max().unwrap_or(0);
         // the times table as runs of one target moment
-        let times: Vec<(usize, usize, f64)> = pot.tables.times.iter().map(|&(a, b, m, _)| (row[a], row[b], m)).collect();
+        let times: Vec<(usize, usize, f64, usize)> = pot.tables.times.iter().map(|&(a, b, m, k)| (row[a], row[b], m, k)).collect();
+        let times = Times::new(&times, pot.tables.n_moments);
         let scalars: Vec<usize> = pot.tables.scalars.iter().map(|&sc| row[sc]).collect();
-        let mut runs = Vec::new();
-        let mut seen = vec![false; pot.tables.n_moments];
-        let mut t0 = 0;
-        for t in 1..=times.len() {
-            let k = pot.tables.times[t0].3;
-            if t == times.len() || pot.tables.times[t].3 != k {
-                runs.push((k, t0, t, !seen[k]));
-                seen[k] = true;
-                t0 = t;
-            }
-        }
         let mut s = SpinSampler {
             pot: pot.clone(),
             types: cfg.types.clone(),
@@ -287,7 +347,6 @@ impl SpinSampler {
             weight,
             nb,
             mu_blocks: lay.blocks.clone(),
-            runs,
             times,
             scalars,
             rad: rev_entry.iter().flat_map(|&k| rad[k * kmm..(k + 1) * kmm].iter().copied()).collect(),
@@ -463,7 +522,7 @@ impl SpinSampler {
         let ns = self.signs.len();
         // basic rows hold the lanes in use (other lanes keep finite stale
         // values, never read); every composite row is set by its first run
-        times_body(&self.runs, &self.times, mom);
+        times_body(&self.times, mom);
         let xi = &p.params()[p.moment_offset()..];
         let mut acc = [0.0; LANES];
         for (al, &sc) in self.scalars.iter().enumerate() {
