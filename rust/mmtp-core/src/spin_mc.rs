@@ -82,9 +82,15 @@ pub struct SpinSampler {
     /// (mu, first monomial, length, first basic moment) of the runs of
     /// basic moments with one mu and consecutive monomials (internal order)
     mu_blocks: Vec<(usize, usize, usize, usize)>,
-    /// the `times` table in the order of [`times_body`]
-    times: Times,
+    /// the `times` table as runs of one target moment: (k, first entry, end, first run of k)
+    runs: Vec<(usize, usize, usize, bool)>,
+    /// the `times` entries (a, b, mult) in table order; here and in
+    /// `scalars` the basic moments are renumbered to the internal order, so
+    /// that basic moment q is row q of the moment rows
+    times: Vec<(usize, usize, f64)>,
     scalars: Vec<usize>,
+    /// moment rows of a block (see [`compact_rows`])
+    n_rows: usize,
     /// per entry of `rev_entry` (the entries j -> i of each atom i, stored
     /// contiguously so that a move reads them in one sweep of memory):
     /// R[mu][beta][gamma]
@@ -123,112 +129,119 @@ const LANES: usize = 16;
 /// Blocks of affected atoms above which one move is split between threads.
 const PAR_MIN_BLOCKS: usize = 32;
 
+/// One moment row: LANES values, aligned to cache lines (an unaligned row
+/// would cost split loads in the `times` loop, and make the speed depend on
+/// where the allocator put the buffer).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Row([f64; LANES]);
+
+impl std::ops::Deref for Row {
+    type Target = [f64; LANES];
+    #[inline(always)]
+    fn deref(&self) -> &[f64; LANES] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Row {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [f64; LANES] {
+        &mut self.0
+    }
+}
+
 /// Scratch of one block of site energies.
 #[derive(Clone, Debug, Default)]
 struct Work {
     /// all moments, one row of LANES per moment
-    mom: Vec<[f64; LANES]>,
+    mom: Vec<Row>,
     /// monomials of one neighbour entry
     mk: Vec<f64>,
     /// basic moments of one atom, every sign
     x: Vec<f64>,
 }
 
-/// The `times` table for [`times_body`]. Each run of entries with one
-/// target moment k (table order) is split into groups of one multiplicity:
-/// first the entries with mult 1, then one group per other multiplicity in
-/// the order of their first entry. Here and in `scalars` the basic moments
-/// are renumbered to the internal order, so that basic moment q is row q of
-/// the moment rows.
-#[derive(Clone, Debug, Default)]
-struct Times {
-    /// (k, first group, end group, first run of k)
-    runs: Vec<(u32, u32, u32, bool)>,
-    /// (mult, first pair, end pair)
-    groups: Vec<(f64, u32, u32)>,
-    /// rows (a, b) of the products
-    pairs: Vec<[u32; 2]>,
-}
-
-impl Times {
-    /// From the table entries (a, b, mult, k), rows already renumbered.
-    fn new(times: &[(usize, usize, f64, usize)], n_moments: usize) -> Self {
-        let mut t = Times::default();
-        let mut seen = vec![false; n_moments];
-        let mut t0 = 0;
-        for t1 in 1..=times.len() {
-            let k = times[t0].3;
-            if t1 < times.len() && times[t1].3 == k {
-                continue;
-            }
-            let run = &times[t0..t1];
-            let g0 = t.groups.len();
-            let mut mults = vec![1.0];
-            for e in run {
-                if !mults.contains(&e.2) {
-                    mults.push(e.2);
-                }
-            }
-            for m in mults {
-                let p0 = t.pairs.len();
-                t.pairs.extend(run.iter().filter(|e| e.2 == m).map(|e| [e.0 as u32, e.1 as u32]));
-                if t.pairs.len() > p0 {
-                    t.groups.push((m, p0 as u32, t.pairs.len() as u32));
-                }
-            }
-            t.runs.push((k as u32, g0 as u32, t.groups.len() as u32, !seen[k]));
-            seen[k] = true;
-            t0 = t1;
-        }
-        t
-    }
-}
-
-/// The composite moments over the `times` runs: `mom[k] += sum mult *
-/// mom[a] * mom[b]` on every lane, with the target row kept in registers
-/// over each run (one load and store per run, not per entry) and the
-/// products of one multiplicity summed before they are scaled (one
-/// multiplication per group, none for mult 1).
+/// The composite moments over the `times` runs: `mom[k] += mult * mom[a] *
+/// mom[b]` in table order, on every lane, with the target row kept in
+/// registers over each run (one load and store per run, not per entry).
 #[inline(always)]
-fn times_body(t: &Times, mom: &mut [[f64; LANES]]) {
-    for &(k, g0, g1, first) in &t.runs {
-        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len();
-        // Times::new made every group and pair range valid
+fn times_body(runs: &[(usize, usize, usize, bool)], times: &[(usize, usize, f64)], mom: &mut [Row]) {
+    for &(k, s, e, first) in runs {
+        // SAFETY: compact_rows made every row index < n_rows = mom.len()
+        // (checked there); the runs cover 0..times.len()
         unsafe {
-            let mut acc = if first { [0.0; LANES] } else { *mom.get_unchecked(k as usize) };
-            for &(mult, p0, p1) in t.groups.get_unchecked(g0 as usize..g1 as usize) {
-                let pairs = t.pairs.get_unchecked(p0 as usize..p1 as usize);
+            let mut acc = if first { [0.0; LANES] } else { mom.get_unchecked(k).0 };
+            for &(a, b, mult) in times.get_unchecked(s..e) {
+                let ra = mom.get_unchecked(a);
+                let rb = mom.get_unchecked(b);
                 // fused multiply-add: exact rounding on every code path
-                if mult == 1.0 {
-                    for &[a, b] in pairs {
-                        let ra = mom.get_unchecked(a as usize);
-                        let rb = mom.get_unchecked(b as usize);
-                        for l in 0..LANES {
-                            acc[l] = ra[l].mul_add(rb[l], acc[l]);
-                        }
-                    }
-                } else {
-                    let [a, b] = *pairs.get_unchecked(0);
-                    let (ra, rb) = (mom.get_unchecked(a as usize), mom.get_unchecked(b as usize));
-                    let mut sub = [0.0; LANES];
-                    for l in 0..LANES {
-                        sub[l] = ra[l] * rb[l];
-                    }
-                    for &[a, b] in pairs.get_unchecked(1..) {
-                        let ra = mom.get_unchecked(a as usize);
-                        let rb = mom.get_unchecked(b as usize);
-                        for l in 0..LANES {
-                            sub[l] = ra[l].mul_add(rb[l], sub[l]);
-                        }
-                    }
-                    for l in 0..LANES {
-                        acc[l] = sub[l].mul_add(mult, acc[l]);
-                    }
+                for l in 0..LANES {
+                    acc[l] = (ra[l] * mult).mul_add(rb[l], acc[l]);
                 }
             }
-            *mom.get_unchecked_mut(k as usize) = acc;
+            *mom.get_unchecked_mut(k) = Row(acc);
         }
     }
+}
+
+/// Rows of the moments in a block: basic moment q stays in row q; a
+/// composite moment takes a row when its first run starts, and every row is
+/// given back after the last run that reads or writes its moment (scalar
+/// moments are kept to the end), so that dead rows are reused. This shrinks
+/// the block's working set (level 16: 220 rows for 350 moments) without
+/// changing any arithmetic. Returns the number of rows and the tables in row
+/// indices.
+#[allow(clippy::type_complexity)]
+fn compact_rows(
+    nb: usize,
+    n_moments: usize,
+    times: Vec<(usize, usize, f64)>,
+    runs: Vec<(usize, usize, usize, bool)>,
+    scalars: Vec<usize>,
+) -> (usize, Vec<(usize, usize, f64)>, Vec<(usize, usize, usize, bool)>, Vec<usize>) {
+    let nr = runs.len();
+    // last run touching each moment (nr: needed at the end)
+    let mut last = vec![None; n_moments];
+    for (r, &(k, s, e, _)) in runs.iter().enumerate() {
+        last[k] = Some(r);
+        for &(a, b, _) in &times[s..e] {
+            last[a] = Some(r);
+            last[b] = Some(r);
+        }
+    }
+    for &sc in &scalars {
+        last[sc] = Some(nr);
+    }
+    let mut expire = vec![Vec::new(); nr + 1];
+    for (q, l) in last.iter().enumerate() {
+        if let Some(r) = *l {
+            expire[r].push(q);
+        }
+    }
+    let mut place: Vec<Option<usize>> = (0..n_moments).map(|q| if q < nb { Some(q) } else { None }).collect();
+    let mut free = Vec::new();
+    let mut n_rows = nb;
+    for (r, &(k, ..)) in runs.iter().enumerate() {
+        if place[k].is_none() {
+            place[k] = Some(free.pop().unwrap_or_else(|| {
+                n_rows += 1;
+                n_rows - 1
+            }));
+        }
+        for &q in &expire[r] {
+            if let Some(p) = place[q] {
+                free.push(p);
+            }
+        }
+    }
+    // every moment read has a row: a basic one, or one written by an earlier run
+    let row = |q: usize| place[q].expect("internal: a moment is read before it is computed");
+    let times: Vec<(usize, usize, f64)> = times.iter().map(|&(a, b, m)| (row(a), row(b), m)).collect();
+    let runs: Vec<(usize, usize, usize, bool)> = runs.iter().map(|&(k, s, e, f)| (row(k), s, e, f)).collect();
+    let scalars: Vec<usize> = scalars.iter().map(|&q| row(q)).collect();
+    assert!(times.iter().all(|&(a, b, _)| a < n_rows && b < n_rows) && runs.iter().all(|r| r.0 < n_rows) && scalars.iter().all(|&q| q < n_rows));
+    (n_rows, times, runs, scalars)
 }
 
 impl SpinSampler {
@@ -337,9 +350,20 @@ impl SpinSampler {
         let ns = signs.len();
         let max_aff = (0..n).map(|i| aff_off[i + 1] - aff_off[i]).max().unwrap_or(0);
         // the times table as runs of one target moment
-        let times: Vec<(usize, usize, f64, usize)> = pot.tables.times.iter().map(|&(a, b, m, k)| (row[a], row[b], m, k)).collect();
-        let times = Times::new(&times, pot.tables.n_moments);
+        let times: Vec<(usize, usize, f64)> = pot.tables.times.iter().map(|&(a, b, m, _)| (row[a], row[b], m)).collect();
         let scalars: Vec<usize> = pot.tables.scalars.iter().map(|&sc| row[sc]).collect();
+        let mut runs = Vec::new();
+        let mut seen = vec![false; pot.tables.n_moments];
+        let mut t0 = 0;
+        for t in 1..=times.len() {
+            let k = pot.tables.times[t0].3;
+            if t == times.len() || pot.tables.times[t].3 != k {
+                runs.push((k, t0, t, !seen[k]));
+                seen[k] = true;
+                t0 = t;
+            }
+        }
+        let (n_rows, times, runs, scalars) = compact_rows(nb, pot.tables.n_moments, times, runs, scalars);
         let mut s = SpinSampler {
             pot: pot.clone(),
             types: cfg.types.clone(),
@@ -347,8 +371,10 @@ impl SpinSampler {
             weight,
             nb,
             mu_blocks: lay.blocks.clone(),
+            runs,
             times,
             scalars,
+            n_rows,
             rad: rev_entry.iter().flat_map(|&k| rad[k * kmm..(k + 1) * kmm].iter().copied()).collect(),
             unit: rev_entry.iter().map(|&k| unit[k]).collect(),
             n_monos: lay.monos.len(),
@@ -472,10 +498,10 @@ impl SpinSampler {
 
     /// Write basic moments `x` (internal order) into lane `lane` of the moment rows.
     #[inline(always)]
-    fn scatter(&self, x: &[f64], lane: usize, mom: &mut Vec<[f64; LANES]>) {
-        if mom.len() != self.pot.tables.n_moments {
+    fn scatter(&self, x: &[f64], lane: usize, mom: &mut Vec<Row>) {
+        if mom.len() != self.n_rows {
             mom.clear();
-            mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+            mom.resize(self.n_rows, Row([0.0; LANES]));
         }
         debug_assert!(x.len() == self.nb && lane < LANES);
         for (r, &xq) in mom[..x.len()].iter_mut().zip(x) {
@@ -500,7 +526,7 @@ impl SpinSampler {
     /// whose basic moments are in the lanes `t * n_signs + s` of `mom`, into
     /// `out[t]`. The basis polynomial runs on all (atom, sign) pairs at once,
     /// one SIMD lane each (structure of arrays over the lanes).
-    fn energy_block(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+    fn energy_block(&self, atoms: &[usize], out: &mut [f64], mom: &mut [Row]) {
         #[cfg(target_arch = "x86_64")]
         if crate::simd_available() {
             // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
@@ -512,17 +538,17 @@ impl SpinSampler {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn energy_block_avx2(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+    unsafe fn energy_block_avx2(&self, atoms: &[usize], out: &mut [f64], mom: &mut [Row]) {
         self.energy_block_body(atoms, out, mom)
     }
 
     #[inline(always)]
-    fn energy_block_body(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+    fn energy_block_body(&self, atoms: &[usize], out: &mut [f64], mom: &mut [Row]) {
         let p = &self.pot;
         let ns = self.signs.len();
         // basic rows hold the lanes in use (other lanes keep finite stale
         // values, never read); every composite row is set by its first run
-        times_body(&self.times, mom);
+        times_body(&self.runs, &self.times, mom);
         let xi = &p.params()[p.moment_offset()..];
         let mut acc = [0.0; LANES];
         for (al, &sc) in self.scalars.iter().enumerate() {
@@ -595,9 +621,9 @@ impl SpinSampler {
             w.mk = vec![0.0; self.n_monos];
         }
         w.x.resize(ns * nb, 0.0);
-        if w.mom.len() != self.pot.tables.n_moments {
+        if w.mom.len() != self.n_rows {
             w.mom.clear();
-            w.mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+            w.mom.resize(self.n_rows, Row([0.0; LANES]));
         }
         let mut atoms = [0usize; LANES];
         for (t, slot) in slots.enumerate() {
