@@ -76,6 +76,9 @@ pub struct SpinSampler {
     pot: Potential,
     types: Vec<usize>,
     signs: Vec<f64>,
+    /// symmetrised with symmetric magnetic intervals: psi_gamma(-m) =
+    /// (-1)^gamma psi_gamma(m), the second sign by a sign flip
+    parity: bool,
     weight: f64,
     /// number of basic moments
     nb: usize,
@@ -367,6 +370,7 @@ impl SpinSampler {
         let mut s = SpinSampler {
             pot: pot.clone(),
             types: cfg.types.clone(),
+            parity: symmetrize && pot.parity_symmetric(),
             signs,
             weight,
             nb,
@@ -433,13 +437,12 @@ impl SpinSampler {
         a.par_chunks_mut(per.max(1)).zip(bm.par_chunks_mut((ns * nb).max(1))).enumerate().for_each(|(j, (aj_kept, bj))| {
             let mut aj = vec![0.0; ns * m_ * nb];
             let mut pg = vec![0.0; m_];
-            let mut dpg = vec![0.0; m_];
             let mut mk = vec![0.0; this.n_monos];
             for k in nl.range(j) {
                 let i = nl.index[k];
                 this.entry_monos(unit[k], &mut mk);
                 for (si, &s) in this.signs.iter().enumerate() {
-                    this.psi(i, this.moments[i] * s, &mut pg, &mut dpg);
+                    this.psi(i, this.moments[i] * s, &mut pg);
                     let rk = &rad[k * kmm..(k + 1) * kmm];
                     for b in 0..m_ {
                         let dst = &mut aj[(si * m_ + b) * nb..(si * m_ + b + 1) * nb];
@@ -456,7 +459,7 @@ impl SpinSampler {
                 }
             }
             for (si, &s) in this.signs.iter().enumerate() {
-                this.psi(j, this.moments[j] * s, &mut pg, &mut dpg);
+                this.psi(j, this.moments[j] * s, &mut pg);
                 this.combine(&aj[si * m_ * nb..(si + 1) * m_ * nb], &pg, &mut bj[si * nb..(si + 1) * nb]);
                 aj_kept[si * (m_ - 1) * nb..(si + 1) * (m_ - 1) * nb].copy_from_slice(&aj[(si * m_ + 1) * nb..(si + 1) * m_ * nb]);
             }
@@ -509,17 +512,35 @@ impl SpinSampler {
         }
     }
 
-    /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic basis).
-    fn psi(&self, i: usize, m: f64, out: &mut [f64], scratch: &mut [f64]) {
+    /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic
+    /// basis): the values of [`cheb_with_deriv`], same arithmetic, without
+    /// the derivatives. With a symmetric interval psi_gamma(-m) is exactly
+    /// (-1)^gamma psi_gamma(m) (the argument and the recursion only change
+    /// sign), which [`Self::psi_flip`] uses.
+    #[inline(always)]
+    fn psi(&self, i: usize, m: f64, out: &mut [f64]) {
         let p = &self.pot;
-        if p.n_psi == 1 {
-            out[0] = 1.0;
+        let n = out.len();
+        out[0] = 1.0;
+        if n == 1 {
             return;
         }
         let z = self.types[i];
         let (lo, hi) = (p.mag_lo[z], p.mag_hi[z]);
         let y = (2.0 * m - (lo + hi)) / (hi - lo);
-        cheb_with_deriv(y, out, scratch);
+        out[1] = y;
+        let y2 = y * 2.0;
+        for k in 1..n - 1 {
+            out[k + 1] = y2 * out[k] - out[k - 1];
+        }
+    }
+
+    /// psi_gamma(-m) from psi_gamma(m), in place (with `self.parity`).
+    #[inline(always)]
+    fn psi_flip(out: &mut [f64]) {
+        for v in out.iter_mut().skip(1).step_by(2) {
+            *v = -*v;
+        }
     }
 
     /// Site energies of the atoms `atoms[t]` (at most `LANES / n_signs`),
@@ -617,6 +638,7 @@ impl SpinSampler {
     #[inline(always)]
     fn propose_block_body(&self, i: usize, new_m: f64, slots: std::ops::Range<usize>, out: &mut [f64], w: &mut Work) {
         let (ns, nb) = (self.signs.len(), self.nb);
+        let mut wmu = [[0.0f64; 64]; 2];
         if w.mk.len() != self.n_monos {
             w.mk = vec![0.0; self.n_monos];
         }
@@ -633,7 +655,7 @@ impl SpinSampler {
                 let j = atoms[t];
                 let e = self.slot_off[slot];
                 self.entry_monos(self.unit[e], &mut w.mk);
-                let wmu = self.entry_weights(j, self.moments[j], e);
+                self.entry_weights(j, self.moments[j], e, &mut wmu);
                 let (bp, bn) = self.bm[j * 2 * nb..(j + 1) * 2 * nb].split_at(nb);
                 for &(mu, ms, len, bs) in &self.mu_blocks {
                     let (cp, cn) = (wmu[0][mu], wmu[1][mu]);
@@ -668,6 +690,7 @@ impl SpinSampler {
     #[inline(always)]
     fn slot_moments(&self, a: &[f64], i: usize, new_m: f64, slot: usize, mk: &mut [f64], x: &mut [f64]) {
         let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
+        let mut wmu = [[0.0f64; 64]; 2];
         let j = self.aff_atoms[slot];
         let mj = if j == i { new_m } else { self.moments[j] };
         if j == i {
@@ -684,7 +707,7 @@ impl SpinSampler {
         }
         for e in self.slot_off[slot]..self.slot_off[slot + 1] {
             self.entry_monos(self.unit[e], mk);
-            let wmu = self.entry_weights(j, mj, e);
+            self.entry_weights(j, mj, e, &mut wmu);
             for si in 0..ns {
                 let xs = &mut x[si * nb..(si + 1) * nb];
                 for &(mu, ms, len, bs) in &self.mu_blocks {
@@ -699,16 +722,19 @@ impl SpinSampler {
 
     /// `W^s[mu] = sum_beta psi_beta(s m_j) sum_{gamma >= 1} R_e[mu beta gamma] dpsi^s_gamma`
     /// of entry `e` (j -> i) for the last proposal's dpsi, per sign.
+    /// Only `wmu[s][..n_radial]` is written.
     #[inline(always)]
-    fn entry_weights(&self, j: usize, mj: f64, e: usize) -> [[f64; 64]; 2] {
+    fn entry_weights(&self, j: usize, mj: f64, e: usize, wmu: &mut [[f64; 64]; 2]) {
         let (m_, kr) = (self.pot.n_psi, self.pot.n_radial);
         let kmm = kr * m_ * m_;
         let rk = &self.rad[e * kmm..(e + 1) * kmm];
-        let mut wmu = [[0.0f64; 64]; 2];
         let mut pb = [0.0; 64];
-        let mut scr = [0.0; 64];
         for (si, &s) in self.signs.iter().enumerate() {
-            self.psi(j, mj * s, &mut pb[..m_], &mut scr[..m_]);
+            if si == 1 && self.parity {
+                Self::psi_flip(&mut pb[..m_]);
+            } else {
+                self.psi(j, mj * s, &mut pb[..m_]);
+            }
             let d = &self.dpsi[si];
             for mu in 0..kr {
                 let mut acc = 0.0;
@@ -723,7 +749,6 @@ impl SpinSampler {
                 wmu[si][mu] = acc;
             }
         }
-        wmu
     }
 
     /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
@@ -737,10 +762,14 @@ impl SpinSampler {
         let naff = a1 - a0;
         let mut p_old = [0.0; 64];
         let mut p_new = [0.0; 64];
-        let mut scr = [0.0; 64];
         for (si, &s) in self.signs.iter().enumerate() {
-            self.psi(i, self.moments[i] * s, &mut p_old[..m_], &mut scr[..m_]);
-            self.psi(i, new_m * s, &mut p_new[..m_], &mut scr[..m_]);
+            if si == 1 && self.parity {
+                Self::psi_flip(&mut p_old[..m_]);
+                Self::psi_flip(&mut p_new[..m_]);
+            } else {
+                self.psi(i, self.moments[i] * s, &mut p_old[..m_]);
+                self.psi(i, new_m * s, &mut p_new[..m_]);
+            }
             for g in 0..m_ {
                 self.dpsi[si][g] = p_new[g] - p_old[g];
             }
@@ -795,6 +824,7 @@ impl SpinSampler {
     fn commit_body(&mut self, i: usize, new_m: f64) {
         let (ns, m_, nb, kr) = (self.signs.len(), self.pot.n_psi, self.nb, self.pot.n_radial);
         let kmm = kr * m_ * m_;
+        let mut wmu = [[0.0f64; 64]; 2];
         let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
         let mut mk = std::mem::take(&mut self.work.mk);
         mk.resize(self.n_monos, 0.0);
@@ -822,7 +852,7 @@ impl SpinSampler {
             let mj = if j == i { new_m } else { self.moments[j] };
             for e in self.slot_off[slot]..self.slot_off[slot + 1] {
                 self.entry_monos(self.unit[e], &mut mk);
-                let wmu = self.entry_weights(j, mj, e);
+                self.entry_weights(j, mj, e, &mut wmu);
                 for si in 0..ns {
                     let xs = &mut xj[si * nb..(si + 1) * nb];
                     for &(mu, ms, len, bs) in &self.mu_blocks {
