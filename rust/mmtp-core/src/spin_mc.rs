@@ -24,8 +24,10 @@
 //! table), evaluated for 8 affected atoms x 2 signs at once in SIMD lanes; no
 //! neighbour sum is redone. On acceptance the cached moments are updated with
 //! the same arithmetic (bit for bit the accepted ones) and the partial sums
-//! take the pair change. A sweep of N moves costs about two energy
-//! evaluations (512-atom CrN, level 16: `benches/bench_montecarlo.py`).
+//! take the pair change. A sweep of N moves costs about three energy-only
+//! evaluations (512-atom CrN, level 16, one thread:
+//! `benches/bench_montecarlo.py`), half of it in the `times` table of the
+//! ~60 affected atoms x 2 signs.
 //!
 //! Determinism: moves are attempted one after the other with one seeded
 //! ChaCha stream, so trajectories are identical at any thread count (only
