@@ -12,8 +12,11 @@ conformance data, tests/data/mlip3/mag_lev16_CrN.mtp; Gaussian displacements
 * one sweep of the reference model's numpy sampler on the same cell.
 
 Prints one JSON document (and writes it to ``--out FILE``): times in seconds
-(best of repeats), sweeps per second, evaluations per second, and the ratios
-``sweep / evaluation`` (the issue's target: one sweep <= 3 evaluations).
+(best of repeats), sweeps per second, evaluations per second, the ratios
+``sweep / evaluation`` and ``target_met`` per thread count (the issue's
+target: one sweep <= 3 energy-only evaluations). The sweep and the two
+evaluations are timed in turn, call by call (interleaved best-of), so that
+load from other processes hits all three alike.
 
 Usage: ``python benches/bench_montecarlo.py [--quick] [--out FILE]``
 """
@@ -41,6 +44,21 @@ def best(fn, reps):
     return min(ts)
 
 
+def best_interleaved(fns, reps):
+    """Best wall and best process CPU time of each of ``fns``, called in
+    turn ``reps`` times."""
+    ts = [float("inf")] * len(fns)
+    cs = [float("inf")] * len(fns)
+    for _ in range(reps):
+        for k, fn in enumerate(fns):
+            c = time.process_time()
+            t = time.perf_counter()
+            fn()
+            ts[k] = min(ts[k], time.perf_counter() - t)
+            cs[k] = min(cs[k], time.process_time() - c)
+    return ts, cs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -53,6 +71,8 @@ def main(argv=None):
     from mmtp_rs.oracles.reference import ReferenceCalculator
 
     reps = 3 if args.quick else 7
+    # the sweep and the evaluations it is compared with, timed in turn
+    reps_ratio = 6 if args.quick else 15
     pot = mmtp_rs.Potential.from_file(str(POTENTIAL), species=["N", "Cr"])
     atoms = bulk("CrN", "rocksalt", a=4.15, cubic=True).repeat(4)
     rng = np.random.default_rng(512)
@@ -69,9 +89,11 @@ def main(argv=None):
         for nt in (1, 2):
             mmtp_rs.set_num_threads(nt)
             s = spin_sampler(pot, atoms, m_max=mmax, seed=1)
-            t_sweep = best(lambda: s.sweep(beta, 0.5, 0.2, 1), reps)
-            t_e = best(lambda: pot.evaluate(atoms, param_grad=False, forces=False), reps)
-            t_f = best(lambda: pot.evaluate(atoms, param_grad=False), reps)
+            (t_sweep, t_e, t_f), (c_sweep, c_e, _) = best_interleaved([
+                lambda: s.sweep(beta, 0.5, 0.2, 1),
+                lambda: pot.evaluate(atoms, param_grad=False, forces=False),
+                lambda: pot.evaluate(atoms, param_grad=False),
+            ], reps_ratio)
             t_build = best(lambda: spin_sampler(pot, atoms, m_max=mmax, seed=1), reps)
             res["threads"][str(nt)] = {
                 "sweep_s": t_sweep, "sweeps_per_s": 1 / t_sweep,
@@ -81,7 +103,16 @@ def main(argv=None):
                 "move_us": 1e6 * t_sweep / len(atoms),
                 "ratio_sweep_to_energy_eval": t_sweep / t_e,
                 "ratio_sweep_to_forces_eval": t_sweep / t_f,
+                "target_met": t_sweep <= 3.0 * t_e,
             }
+            if nt == 1:
+                # process CPU time: on a loaded machine a 20 ms sweep is
+                # preempted more often than a 7 ms evaluation, which biases
+                # the wall-clock ratio; with one thread CPU time is the cost
+                res["threads"][str(nt)].update({
+                    "sweep_cpu_s": c_sweep, "eval_energy_cpu_s": c_e,
+                    "ratio_sweep_to_energy_eval_cpu": c_sweep / c_e,
+                })
     finally:
         mmtp_rs.set_num_threads(old)
     s = spin_sampler(pot, atoms, m_max=mmax, seed=1)
@@ -89,6 +120,8 @@ def main(argv=None):
     ref = spin_sampler(ReferenceCalculator("CrN"), atoms, m_max={"Cr": 3.5, "N": 0.5}, seed=1)
     res["reference_sweep_s"] = best(lambda: ref.sweep(beta, 0.5, 0.2, 1), max(2, reps // 2))
     res["target"] = "one sweep <= 3 evaluations"
+    res["timing"] = f"sweep and evaluations interleaved, best of {reps_ratio}"
+    res["target_met"] = all(v["target_met"] for v in res["threads"].values())
     text = json.dumps(res, indent=1)
     print(text)
     if args.out:

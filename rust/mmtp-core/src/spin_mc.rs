@@ -24,8 +24,10 @@
 //! table), evaluated for 8 affected atoms x 2 signs at once in SIMD lanes; no
 //! neighbour sum is redone. On acceptance the cached moments are updated with
 //! the same arithmetic (bit for bit the accepted ones) and the partial sums
-//! take the pair change. A sweep of N moves costs about two energy
-//! evaluations (512-atom CrN, level 16: `benches/bench_montecarlo.py`).
+//! take the pair change. A sweep of N moves costs about three energy-only
+//! evaluations (512-atom CrN, level 16, one thread:
+//! `benches/bench_montecarlo.py`), half of it in the `times` table of the
+//! ~60 affected atoms x 2 signs.
 //!
 //! Determinism: moves are attempted one after the other with one seeded
 //! ChaCha stream, so trajectories are identical at any thread count (only
@@ -76,6 +78,9 @@ pub struct SpinSampler {
     pot: Potential,
     types: Vec<usize>,
     signs: Vec<f64>,
+    /// symmetrised with symmetric magnetic intervals: psi_gamma(-m) =
+    /// (-1)^gamma psi_gamma(m), the second sign by a sign flip
+    parity: bool,
     weight: f64,
     /// number of basic moments
     nb: usize,
@@ -89,6 +94,8 @@ pub struct SpinSampler {
     /// that basic moment q is row q of the moment rows
     times: Vec<(usize, usize, f64)>,
     scalars: Vec<usize>,
+    /// moment rows of a block (see [`compact_rows`])
+    n_rows: usize,
     /// per entry of `rev_entry` (the entries j -> i of each atom i, stored
     /// contiguously so that a move reads them in one sweep of memory):
     /// R[mu][beta][gamma]
@@ -127,11 +134,33 @@ const LANES: usize = 16;
 /// Blocks of affected atoms above which one move is split between threads.
 const PAR_MIN_BLOCKS: usize = 32;
 
+/// One moment row: LANES values, aligned to cache lines (an unaligned row
+/// would cost split loads in the `times` loop, and make the speed depend on
+/// where the allocator put the buffer).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Row([f64; LANES]);
+
+impl std::ops::Deref for Row {
+    type Target = [f64; LANES];
+    #[inline(always)]
+    fn deref(&self) -> &[f64; LANES] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Row {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [f64; LANES] {
+        &mut self.0
+    }
+}
+
 /// Scratch of one block of site energies.
 #[derive(Clone, Debug, Default)]
 struct Work {
     /// all moments, one row of LANES per moment
-    mom: Vec<[f64; LANES]>,
+    mom: Vec<Row>,
     /// monomials of one neighbour entry
     mk: Vec<f64>,
     /// basic moments of one atom, every sign
@@ -142,12 +171,12 @@ struct Work {
 /// mom[b]` in table order, on every lane, with the target row kept in
 /// registers over each run (one load and store per run, not per entry).
 #[inline(always)]
-fn times_body(runs: &[(usize, usize, usize, bool)], times: &[(usize, usize, f64)], mom: &mut [[f64; LANES]]) {
+fn times_body(runs: &[(usize, usize, usize, bool)], times: &[(usize, usize, f64)], mom: &mut [Row]) {
     for &(k, s, e, first) in runs {
-        // SAFETY: Tables::validate checked a, b < k < n_moments = mom.len();
-        // the runs cover 0..times.len()
+        // SAFETY: compact_rows made every row index < n_rows = mom.len()
+        // (checked there); the runs cover 0..times.len()
         unsafe {
-            let mut acc = if first { [0.0; LANES] } else { *mom.get_unchecked(k) };
+            let mut acc = if first { [0.0; LANES] } else { mom.get_unchecked(k).0 };
             for &(a, b, mult) in times.get_unchecked(s..e) {
                 let ra = mom.get_unchecked(a);
                 let rb = mom.get_unchecked(b);
@@ -156,9 +185,68 @@ fn times_body(runs: &[(usize, usize, usize, bool)], times: &[(usize, usize, f64)
                     acc[l] = (ra[l] * mult).mul_add(rb[l], acc[l]);
                 }
             }
-            *mom.get_unchecked_mut(k) = acc;
+            *mom.get_unchecked_mut(k) = Row(acc);
         }
     }
+}
+
+/// Rows of the moments in a block: basic moment q stays in row q; a
+/// composite moment takes a row when its first run starts, and every row is
+/// given back after the last run that reads or writes its moment (scalar
+/// moments are kept to the end), so that dead rows are reused. This shrinks
+/// the block's working set (level 16: 220 rows for 350 moments) without
+/// changing any arithmetic. Returns the number of rows and the tables in row
+/// indices.
+#[allow(clippy::type_complexity)]
+fn compact_rows(
+    nb: usize,
+    n_moments: usize,
+    times: Vec<(usize, usize, f64)>,
+    runs: Vec<(usize, usize, usize, bool)>,
+    scalars: Vec<usize>,
+) -> (usize, Vec<(usize, usize, f64)>, Vec<(usize, usize, usize, bool)>, Vec<usize>) {
+    let nr = runs.len();
+    // last run touching each moment (nr: needed at the end)
+    let mut last = vec![None; n_moments];
+    for (r, &(k, s, e, _)) in runs.iter().enumerate() {
+        last[k] = Some(r);
+        for &(a, b, _) in &times[s..e] {
+            last[a] = Some(r);
+            last[b] = Some(r);
+        }
+    }
+    for &sc in &scalars {
+        last[sc] = Some(nr);
+    }
+    let mut expire = vec![Vec::new(); nr + 1];
+    for (q, l) in last.iter().enumerate() {
+        if let Some(r) = *l {
+            expire[r].push(q);
+        }
+    }
+    let mut place: Vec<Option<usize>> = (0..n_moments).map(|q| if q < nb { Some(q) } else { None }).collect();
+    let mut free = Vec::new();
+    let mut n_rows = nb;
+    for (r, &(k, ..)) in runs.iter().enumerate() {
+        if place[k].is_none() {
+            place[k] = Some(free.pop().unwrap_or_else(|| {
+                n_rows += 1;
+                n_rows - 1
+            }));
+        }
+        for &q in &expire[r] {
+            if let Some(p) = place[q] {
+                free.push(p);
+            }
+        }
+    }
+    // every moment read has a row: a basic one, or one written by an earlier run
+    let row = |q: usize| place[q].expect("internal: a moment is read before it is computed");
+    let times: Vec<(usize, usize, f64)> = times.iter().map(|&(a, b, m)| (row(a), row(b), m)).collect();
+    let runs: Vec<(usize, usize, usize, bool)> = runs.iter().map(|&(k, s, e, f)| (row(k), s, e, f)).collect();
+    let scalars: Vec<usize> = scalars.iter().map(|&q| row(q)).collect();
+    assert!(times.iter().all(|&(a, b, _)| a < n_rows && b < n_rows) && runs.iter().all(|r| r.0 < n_rows) && scalars.iter().all(|&q| q < n_rows));
+    (n_rows, times, runs, scalars)
 }
 
 impl SpinSampler {
@@ -280,9 +368,11 @@ impl SpinSampler {
                 t0 = t;
             }
         }
+        let (n_rows, times, runs, scalars) = compact_rows(nb, pot.tables.n_moments, times, runs, scalars);
         let mut s = SpinSampler {
             pot: pot.clone(),
             types: cfg.types.clone(),
+            parity: symmetrize && pot.parity_symmetric(),
             signs,
             weight,
             nb,
@@ -290,6 +380,7 @@ impl SpinSampler {
             runs,
             times,
             scalars,
+            n_rows,
             rad: rev_entry.iter().flat_map(|&k| rad[k * kmm..(k + 1) * kmm].iter().copied()).collect(),
             unit: rev_entry.iter().map(|&k| unit[k]).collect(),
             n_monos: lay.monos.len(),
@@ -348,13 +439,12 @@ impl SpinSampler {
         a.par_chunks_mut(per.max(1)).zip(bm.par_chunks_mut((ns * nb).max(1))).enumerate().for_each(|(j, (aj_kept, bj))| {
             let mut aj = vec![0.0; ns * m_ * nb];
             let mut pg = vec![0.0; m_];
-            let mut dpg = vec![0.0; m_];
             let mut mk = vec![0.0; this.n_monos];
             for k in nl.range(j) {
                 let i = nl.index[k];
                 this.entry_monos(unit[k], &mut mk);
                 for (si, &s) in this.signs.iter().enumerate() {
-                    this.psi(i, this.moments[i] * s, &mut pg, &mut dpg);
+                    this.psi(i, this.moments[i] * s, &mut pg);
                     let rk = &rad[k * kmm..(k + 1) * kmm];
                     for b in 0..m_ {
                         let dst = &mut aj[(si * m_ + b) * nb..(si * m_ + b + 1) * nb];
@@ -371,7 +461,7 @@ impl SpinSampler {
                 }
             }
             for (si, &s) in this.signs.iter().enumerate() {
-                this.psi(j, this.moments[j] * s, &mut pg, &mut dpg);
+                this.psi(j, this.moments[j] * s, &mut pg);
                 this.combine(&aj[si * m_ * nb..(si + 1) * m_ * nb], &pg, &mut bj[si * nb..(si + 1) * nb]);
                 aj_kept[si * (m_ - 1) * nb..(si + 1) * (m_ - 1) * nb].copy_from_slice(&aj[(si * m_ + 1) * nb..(si + 1) * m_ * nb]);
             }
@@ -413,10 +503,10 @@ impl SpinSampler {
 
     /// Write basic moments `x` (internal order) into lane `lane` of the moment rows.
     #[inline(always)]
-    fn scatter(&self, x: &[f64], lane: usize, mom: &mut Vec<[f64; LANES]>) {
-        if mom.len() != self.pot.tables.n_moments {
+    fn scatter(&self, x: &[f64], lane: usize, mom: &mut Vec<Row>) {
+        if mom.len() != self.n_rows {
             mom.clear();
-            mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+            mom.resize(self.n_rows, Row([0.0; LANES]));
         }
         debug_assert!(x.len() == self.nb && lane < LANES);
         for (r, &xq) in mom[..x.len()].iter_mut().zip(x) {
@@ -424,24 +514,42 @@ impl SpinSampler {
         }
     }
 
-    /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic basis).
-    fn psi(&self, i: usize, m: f64, out: &mut [f64], scratch: &mut [f64]) {
+    /// psi_gamma(m) of atom i's species (1, 0, ... without a magnetic
+    /// basis): the values of [`cheb_with_deriv`], same arithmetic, without
+    /// the derivatives. With a symmetric interval psi_gamma(-m) is exactly
+    /// (-1)^gamma psi_gamma(m) (the argument and the recursion only change
+    /// sign), which [`Self::psi_flip`] uses.
+    #[inline(always)]
+    fn psi(&self, i: usize, m: f64, out: &mut [f64]) {
         let p = &self.pot;
-        if p.n_psi == 1 {
-            out[0] = 1.0;
+        let n = out.len();
+        out[0] = 1.0;
+        if n == 1 {
             return;
         }
         let z = self.types[i];
         let (lo, hi) = (p.mag_lo[z], p.mag_hi[z]);
         let y = (2.0 * m - (lo + hi)) / (hi - lo);
-        cheb_with_deriv(y, out, scratch);
+        out[1] = y;
+        let y2 = y * 2.0;
+        for k in 1..n - 1 {
+            out[k + 1] = y2 * out[k] - out[k - 1];
+        }
+    }
+
+    /// psi_gamma(-m) from psi_gamma(m), in place (with `self.parity`).
+    #[inline(always)]
+    fn psi_flip(out: &mut [f64]) {
+        for v in out.iter_mut().skip(1).step_by(2) {
+            *v = -*v;
+        }
     }
 
     /// Site energies of the atoms `atoms[t]` (at most `LANES / n_signs`),
     /// whose basic moments are in the lanes `t * n_signs + s` of `mom`, into
     /// `out[t]`. The basis polynomial runs on all (atom, sign) pairs at once,
     /// one SIMD lane each (structure of arrays over the lanes).
-    fn energy_block(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+    fn energy_block(&self, atoms: &[usize], out: &mut [f64], mom: &mut [Row]) {
         #[cfg(target_arch = "x86_64")]
         if crate::simd_available() {
             // SAFETY: simd_available() is true only when the CPU has AVX2 and FMA.
@@ -453,12 +561,12 @@ impl SpinSampler {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn energy_block_avx2(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+    unsafe fn energy_block_avx2(&self, atoms: &[usize], out: &mut [f64], mom: &mut [Row]) {
         self.energy_block_body(atoms, out, mom)
     }
 
     #[inline(always)]
-    fn energy_block_body(&self, atoms: &[usize], out: &mut [f64], mom: &mut [[f64; LANES]]) {
+    fn energy_block_body(&self, atoms: &[usize], out: &mut [f64], mom: &mut [Row]) {
         let p = &self.pot;
         let ns = self.signs.len();
         // basic rows hold the lanes in use (other lanes keep finite stale
@@ -532,13 +640,14 @@ impl SpinSampler {
     #[inline(always)]
     fn propose_block_body(&self, i: usize, new_m: f64, slots: std::ops::Range<usize>, out: &mut [f64], w: &mut Work) {
         let (ns, nb) = (self.signs.len(), self.nb);
+        let mut wmu = [[0.0f64; 64]; 2];
         if w.mk.len() != self.n_monos {
             w.mk = vec![0.0; self.n_monos];
         }
         w.x.resize(ns * nb, 0.0);
-        if w.mom.len() != self.pot.tables.n_moments {
+        if w.mom.len() != self.n_rows {
             w.mom.clear();
-            w.mom.resize(self.pot.tables.n_moments, [0.0; LANES]);
+            w.mom.resize(self.n_rows, Row([0.0; LANES]));
         }
         let mut atoms = [0usize; LANES];
         for (t, slot) in slots.enumerate() {
@@ -548,7 +657,7 @@ impl SpinSampler {
                 let j = atoms[t];
                 let e = self.slot_off[slot];
                 self.entry_monos(self.unit[e], &mut w.mk);
-                let wmu = self.entry_weights(j, self.moments[j], e);
+                self.entry_weights(j, self.moments[j], e, &mut wmu);
                 let (bp, bn) = self.bm[j * 2 * nb..(j + 1) * 2 * nb].split_at(nb);
                 for &(mu, ms, len, bs) in &self.mu_blocks {
                     let (cp, cn) = (wmu[0][mu], wmu[1][mu]);
@@ -583,6 +692,7 @@ impl SpinSampler {
     #[inline(always)]
     fn slot_moments(&self, a: &[f64], i: usize, new_m: f64, slot: usize, mk: &mut [f64], x: &mut [f64]) {
         let (ns, m_, nb) = (self.signs.len(), self.pot.n_psi, self.nb);
+        let mut wmu = [[0.0f64; 64]; 2];
         let j = self.aff_atoms[slot];
         let mj = if j == i { new_m } else { self.moments[j] };
         if j == i {
@@ -599,7 +709,7 @@ impl SpinSampler {
         }
         for e in self.slot_off[slot]..self.slot_off[slot + 1] {
             self.entry_monos(self.unit[e], mk);
-            let wmu = self.entry_weights(j, mj, e);
+            self.entry_weights(j, mj, e, &mut wmu);
             for si in 0..ns {
                 let xs = &mut x[si * nb..(si + 1) * nb];
                 for &(mu, ms, len, bs) in &self.mu_blocks {
@@ -614,16 +724,19 @@ impl SpinSampler {
 
     /// `W^s[mu] = sum_beta psi_beta(s m_j) sum_{gamma >= 1} R_e[mu beta gamma] dpsi^s_gamma`
     /// of entry `e` (j -> i) for the last proposal's dpsi, per sign.
+    /// Only `wmu[s][..n_radial]` is written.
     #[inline(always)]
-    fn entry_weights(&self, j: usize, mj: f64, e: usize) -> [[f64; 64]; 2] {
+    fn entry_weights(&self, j: usize, mj: f64, e: usize, wmu: &mut [[f64; 64]; 2]) {
         let (m_, kr) = (self.pot.n_psi, self.pot.n_radial);
         let kmm = kr * m_ * m_;
         let rk = &self.rad[e * kmm..(e + 1) * kmm];
-        let mut wmu = [[0.0f64; 64]; 2];
         let mut pb = [0.0; 64];
-        let mut scr = [0.0; 64];
         for (si, &s) in self.signs.iter().enumerate() {
-            self.psi(j, mj * s, &mut pb[..m_], &mut scr[..m_]);
+            if si == 1 && self.parity {
+                Self::psi_flip(&mut pb[..m_]);
+            } else {
+                self.psi(j, mj * s, &mut pb[..m_]);
+            }
             let d = &self.dpsi[si];
             for mu in 0..kr {
                 let mut acc = 0.0;
@@ -638,7 +751,6 @@ impl SpinSampler {
                 wmu[si][mu] = acc;
             }
         }
-        wmu
     }
 
     /// Energy change (eV) of setting the moment of atom `i` to `new_m`; the
@@ -652,10 +764,14 @@ impl SpinSampler {
         let naff = a1 - a0;
         let mut p_old = [0.0; 64];
         let mut p_new = [0.0; 64];
-        let mut scr = [0.0; 64];
         for (si, &s) in self.signs.iter().enumerate() {
-            self.psi(i, self.moments[i] * s, &mut p_old[..m_], &mut scr[..m_]);
-            self.psi(i, new_m * s, &mut p_new[..m_], &mut scr[..m_]);
+            if si == 1 && self.parity {
+                Self::psi_flip(&mut p_old[..m_]);
+                Self::psi_flip(&mut p_new[..m_]);
+            } else {
+                self.psi(i, self.moments[i] * s, &mut p_old[..m_]);
+                self.psi(i, new_m * s, &mut p_new[..m_]);
+            }
             for g in 0..m_ {
                 self.dpsi[si][g] = p_new[g] - p_old[g];
             }
@@ -710,6 +826,7 @@ impl SpinSampler {
     fn commit_body(&mut self, i: usize, new_m: f64) {
         let (ns, m_, nb, kr) = (self.signs.len(), self.pot.n_psi, self.nb, self.pot.n_radial);
         let kmm = kr * m_ * m_;
+        let mut wmu = [[0.0f64; 64]; 2];
         let (a0, a1) = (self.aff_off[i], self.aff_off[i + 1]);
         let mut mk = std::mem::take(&mut self.work.mk);
         mk.resize(self.n_monos, 0.0);
@@ -737,7 +854,7 @@ impl SpinSampler {
             let mj = if j == i { new_m } else { self.moments[j] };
             for e in self.slot_off[slot]..self.slot_off[slot + 1] {
                 self.entry_monos(self.unit[e], &mut mk);
-                let wmu = self.entry_weights(j, mj, e);
+                self.entry_weights(j, mj, e, &mut wmu);
                 for si in 0..ns {
                     let xs = &mut xj[si * nb..(si + 1) * nb];
                     for &(mu, ms, len, bs) in &self.mu_blocks {
