@@ -485,9 +485,10 @@ def run(quick: bool = False) -> dict:
     m = report["motep"].get("sizes", {}) if isinstance(report["motep"], dict) else {}
     derived["speedup_ours_sym_1t_vs_motep_raw"] = {
         k: v.get("speedup_ours_sym_1t_vs_motep_raw") for k, v in m.items()}
-    derived["motep_target_8x_met"] = (
-        all((v or 0) >= 8 for v in derived["speedup_ours_sym_1t_vs_motep_raw"].values())
-        if derived["speedup_ours_sym_1t_vs_motep_raw"] else None)
+    # the target is on the 4096-atom cell; every size is reported beside it
+    sp = derived["speedup_ours_sym_1t_vs_motep_raw"]
+    derived["motep_target_8x_met_at_4096"] = (sp.get("4096") or 0) >= 8 if sp else None
+    derived["motep_8x_at_every_size"] = all((v or 0) >= 8 for v in sp.values()) if sp else None
     ratios = [v for v in derived["sym_over_raw_1t"].values() if v]
     derived["sym_over_raw_target_1.15_met"] = all(v <= 1.15 for v in ratios) if ratios else None
     speedups = [v for v in derived["speedup_2t_vs_1t"].values() if v]
