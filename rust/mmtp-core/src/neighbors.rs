@@ -150,6 +150,9 @@ fn effective_lattice(lattice: &[[f64; 3]; 3], pbc: [bool; 3]) -> Result<[[f64; 3
     Ok(eff)
 }
 
+/// Atoms per chunk of the parallel neighbour search.
+const NL_CHUNK: usize = 256;
+
 /// Build the full (both directions) neighbour list of all atoms within
 /// `cutoff` (exclusive of an atom itself, inclusive of its periodic images).
 pub fn build(
@@ -286,70 +289,98 @@ pub fn build(
     let expect = (density * 4.19 * cutoff.powi(3) * 1.25).clamp(8.0, 4096.0) as usize;
     let rc2 = cutoff * cutoff;
     let tol2 = COINCIDENCE_TOL * COINCIDENCE_TOL;
-    let per_atom: Vec<Result<Vec<(usize, [f64; 3])>>> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let mut out = Vec::with_capacity(expect);
-            let b = atom_bin[i];
-            let ri = wrapped[i];
-            for dx in -reach[0]..=reach[0] {
-                let Some((cx, sx)) = wrap_bin(b[0] as i64 + dx, nb[0], pbc[0]) else { continue };
-                for dy in -reach[1]..=reach[1] {
-                    let Some((cy, sy)) = wrap_bin(b[1] as i64 + dy, nb[1], pbc[1]) else { continue };
-                    for dz in -reach[2]..=reach[2] {
-                        let Some((cz, sz)) = wrap_bin(b[2] as i64 + dz, nb[2], pbc[2]) else { continue };
-                        let (sxf, syf, szf) = (sx as f64, sy as f64, sz as f64);
-                        let shift = [
-                            sxf * eff[0][0] + syf * eff[1][0] + szf * eff[2][0],
-                            sxf * eff[0][1] + syf * eff[1][1] + szf * eff[2][1],
-                            sxf * eff[0][2] + syf * eff[1][2] + szf * eff[2][2],
+    // atoms in fixed chunks (independent of the thread count), each chunk's lists
+    // built in parallel, then copied in parallel into the flat arrays: the
+    // result is the same as a serial build, neighbour order included
+    let search = |i: usize, idx: &mut Vec<usize>, vv: &mut Vec<[f64; 3]>| -> Result<()> {
+        let b = atom_bin[i];
+        let ri = wrapped[i];
+        for dx in -reach[0]..=reach[0] {
+            let Some((cx, sx)) = wrap_bin(b[0] as i64 + dx, nb[0], pbc[0]) else { continue };
+            for dy in -reach[1]..=reach[1] {
+                let Some((cy, sy)) = wrap_bin(b[1] as i64 + dy, nb[1], pbc[1]) else { continue };
+                for dz in -reach[2]..=reach[2] {
+                    let Some((cz, sz)) = wrap_bin(b[2] as i64 + dz, nb[2], pbc[2]) else { continue };
+                    let (sxf, syf, szf) = (sx as f64, sy as f64, sz as f64);
+                    let shift = [
+                        sxf * eff[0][0] + syf * eff[1][0] + szf * eff[2][0],
+                        sxf * eff[0][1] + syf * eff[1][1] + szf * eff[2][1],
+                        sxf * eff[0][2] + syf * eff[1][2] + szf * eff[2][2],
+                    ];
+                    let zero_shift = sx == 0 && sy == 0 && sz == 0;
+                    let f = flat([cx, cy, cz]);
+                    let (s0, s1) = (start[f], start[f + 1]);
+                    for (&j, rj) in members[s0..s1].iter().zip(&binned[s0..s1]) {
+                        if zero_shift && j == i {
+                            continue;
+                        }
+                        let v = [
+                            rj[0] + shift[0] - ri[0],
+                            rj[1] + shift[1] - ri[1],
+                            rj[2] + shift[2] - ri[2],
                         ];
-                        let zero_shift = sx == 0 && sy == 0 && sz == 0;
-                        let f = flat([cx, cy, cz]);
-                        let (s0, s1) = (start[f], start[f + 1]);
-                        for (&j, rj) in members[s0..s1].iter().zip(&binned[s0..s1]) {
-                            if zero_shift && j == i {
-                                continue;
+                        let d2 = dot(&v, &v);
+                        if d2 < rc2 {
+                            if d2 < tol2 {
+                                return Err(MmtpError::Geometry(format!(
+                                    "atoms {i} and {j} sit on the same spot (distance {:.3e} Å)",
+                                    d2.sqrt()
+                                )));
                             }
-                            let v = [
-                                rj[0] + shift[0] - ri[0],
-                                rj[1] + shift[1] - ri[1],
-                                rj[2] + shift[2] - ri[2],
-                            ];
-                            let d2 = dot(&v, &v);
-                            if d2 < rc2 {
-                                if d2 < tol2 {
-                                    return Err(MmtpError::Geometry(format!(
-                                        "atoms {i} and {j} sit on the same spot (distance {:.3e} Å)",
-                                        d2.sqrt()
-                                    )));
-                                }
-                                out.push((j, v));
-                            }
+                            idx.push(j);
+                            vv.push(v);
                         }
                     }
                 }
             }
-            Ok(out)
+        }
+        Ok(())
+    };
+    let nchunks = n.div_ceil(NL_CHUNK);
+    type Chunk = (Vec<usize>, Vec<usize>, Vec<[f64; 3]>);
+    let chunks: Vec<Result<Chunk>> = (0..nchunks)
+        .into_par_iter()
+        .map(|c| {
+            let atoms = c * NL_CHUNK..((c + 1) * NL_CHUNK).min(n);
+            let mut counts = Vec::with_capacity(atoms.len());
+            let mut idx = Vec::with_capacity(expect * atoms.len());
+            let mut vv = Vec::with_capacity(expect * atoms.len());
+            for i in atoms {
+                let before = idx.len();
+                search(i, &mut idx, &mut vv)?;
+                counts.push(idx.len() - before);
+            }
+            Ok((counts, idx, vv))
         })
         .collect();
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0);
     let mut total = 0;
-    let mut lists = Vec::with_capacity(n);
-    for r in per_atom {
-        let l = r?;
-        total += l.len();
-        offsets.push(total);
-        lists.push(l);
-    }
-    let mut index = Vec::with_capacity(total);
-    let mut vecs = Vec::with_capacity(total);
-    for l in lists {
-        for (j, v) in l {
-            index.push(j);
-            vecs.push(v);
+    let mut parts = Vec::with_capacity(nchunks);
+    for r in chunks {
+        let (counts, idx, vv) = r?;
+        for c in counts {
+            total += c;
+            offsets.push(total);
         }
+        parts.push((idx, vv));
+    }
+    let mut index = vec![0usize; total];
+    let mut vecs = vec![[0.0f64; 3]; total];
+    {
+        let mut dst = Vec::with_capacity(parts.len());
+        let (mut ri, mut rv) = (&mut index[..], &mut vecs[..]);
+        for (idx, _) in &parts {
+            let (a, rest_i) = ri.split_at_mut(idx.len());
+            let (b, rest_v) = rv.split_at_mut(idx.len());
+            dst.push((a, b));
+            ri = rest_i;
+            rv = rest_v;
+        }
+        dst.into_par_iter().zip(parts.par_iter()).for_each(|((a, b), (idx, vv))| {
+            a.copy_from_slice(idx);
+            b.copy_from_slice(vv);
+        });
     }
     Ok(NeighborList { offsets, index, vec: vecs })
 }
