@@ -345,6 +345,16 @@ def test_close_atoms_and_large_moments_are_counted_not_rejected():
     assert np.isfinite(out["energy"]) and np.all(np.isfinite(out["forces"]))
 
 
+def test_species_are_mapped_by_symbol_and_foreign_atoms_are_named():
+    pot = random_potential(2, 8, 1)
+    a = random_atoms(2, 3, n=8)
+    syms = a.get_chemical_symbols()
+    assert list(pot.types_of(a)) == [SYMBOLS.index(s) for s in syms]
+    a.symbols[5] = "Au"
+    with pytest.raises(MMTPError, match="atom 5 is Au, which is not a species"):
+        pot.evaluate(a)
+
+
 def test_bad_input_gives_clear_errors(tmp_path):
     pot = random_potential(2, 8, 1)
     good = random_atoms(2, 1, n=4)
