@@ -3,7 +3,8 @@
 1. Grade per MD step of a 64-atom CrN cell with the level-16 CrN mMTP
    (606 parameters): energy + forces + dE/dtheta + the product with A^-1,
    relative to the plain energy/force evaluation (target <= 1.5x), in
-   configuration and neighbourhood mode.
+   configuration and neighbourhood mode; the steps are timed in turn, round
+   by round, and the ratio is the median of the per-round ratios.
 2. Maxvol selection of m = 606 rows from K = 20,000 candidates (Gaussian rows,
    seeded), one thread (target < 10 s), against a dense numpy baseline in the
    same run that does the same greedy swaps but recomputes A^-1 with
@@ -48,6 +49,14 @@ def _timeit(f, budget=2.0, min_reps=3):
 
 
 def bench_grade(budget):
+    """One MD step with the grade (ASE calculator of the active set) against
+    the plain evaluation. The three steps (plain, configuration mode,
+    neighbourhood mode) run in turn, round after round, so a slow spell of
+    the machine hits all of them alike; the ratios are medians of the
+    per-round ratios. ``*_ratio`` is against the bare ``Potential.evaluate``
+    (the target), ``*_ratio_vs_md_step`` against an MD step without the grade
+    (the ASE calculator of the potential, which adds the calculator's own
+    per-call cost to both sides)."""
     import mmtp_rs
     from ase.build import bulk
     from mmtp_rs.active import ActiveSet
@@ -66,25 +75,52 @@ def bench_grade(budget):
     train = [cell() for _ in range(12)]
     atoms = cell()
     res = {"n_atoms": len(atoms), "n_params": pot.n_params}
-    t_ef, n = _timeit(lambda: pot.evaluate(atoms, param_grad=False), budget)
-    res["energy_forces_ms"] = t_ef * 1e3
+    from mmtp_rs.model.calculator import MMTPCalculator
+
+    plain_calc = MMTPCalculator(pot)
+
+    def md_step():
+        plain_calc.reset()
+        plain_calc.calculate(atoms, ["energy", "forces"])
+
+    steps = {"plain": lambda: pot.evaluate(atoms, param_grad=False), "md_step": md_step}
+    asets = {}
     for mode in ("configuration", "neighborhood"):
-        aset = ActiveSet.from_training(pot, train, mode=mode)
+        key = "nbh" if mode == "neighborhood" else "cfg"
+        aset = asets[key] = ActiveSet.from_training(pot, train, mode=mode)
         calc = aset.calculator()
 
-        def step():
+        def step(calc=calc):
             calc.reset()
             calc.calculate(atoms, ["energy", "forces"])
             return calc.results["extrapolation_grade"]
 
-        t_g, n = _timeit(step, budget)
-        key = "nbh" if mode == "neighborhood" else "cfg"
-        res[f"{key}_energy_forces_grade_ms"] = t_g * 1e3
-        res[f"{key}_ratio"] = t_g / t_ef
+        steps[key] = step
+    times = {k: [] for k in steps}
+    for f in steps.values():
+        f()
+    t_end = time.perf_counter() + 3 * budget
+    while len(times["plain"]) < 5 or time.perf_counter() < t_end:
+        for k, f in steps.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    plain = np.array(times["plain"])
+    res["rounds"] = len(plain)
+    res["energy_forces_ms"] = float(np.median(plain)) * 1e3
+    res["md_step_ms"] = float(np.median(times["md_step"])) * 1e3
+    for key in ("cfg", "nbh"):
+        t = np.array(times[key])
+        res[f"{key}_energy_forces_grade_ms"] = float(np.median(t)) * 1e3
+        res[f"{key}_ratio"] = float(np.median(t / plain))
+        res[f"{key}_ratio_vs_md_step"] = float(np.median(t / np.array(times["md_step"])))
+        res[f"{key}_ratio_of_medians"] = float(np.median(t) / np.median(plain))
         # the grade product alone
-        out = pot.evaluate(atoms, param_grad=mode == "configuration", site_param_grad=mode == "neighborhood")
-        t_p, _ = _timeit(lambda: aset.grade_from_output(out, len(atoms)), budget / 2)
+        mode_nbh = key == "nbh"
+        out = pot.evaluate(atoms, param_grad=not mode_nbh, site_param_grad=mode_nbh)
+        t_p, _ = _timeit(lambda: asets[key].grade_from_output(out, len(atoms)), budget / 2)
         res[f"{key}_grade_product_ms"] = t_p * 1e3
+    res["nbh_target_1.5_met"] = res["nbh_ratio"] <= 1.5
     return res
 
 

@@ -20,6 +20,18 @@ pub mod threads;
 pub use error::{MmtpError, Result};
 pub use model::{Config, EvalOptions, Output, Potential, Tables};
 
+/// Index of the first non-finite entry of `x` (inf or NaN), if any. A count
+/// of the finite entries is taken first, which vectorises: results are
+/// checked after every evaluation, so the check must cost little next to it.
+pub(crate) fn first_non_finite(x: &[f64]) -> Option<usize> {
+    let finite: usize = x.iter().map(|v| (v.abs() <= f64::MAX) as usize).sum();
+    if finite == x.len() {
+        None
+    } else {
+        x.iter().position(|v| !v.is_finite())
+    }
+}
+
 /// Whether the AVX2 kernels can run here (`MMTP_NO_SIMD=1` turns them off).
 pub(crate) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]

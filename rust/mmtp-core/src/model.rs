@@ -322,22 +322,22 @@ impl Output {
                  (extreme parameters, moments or distances)"
             )))
         };
-        if let Some(i) = self.site_energies.iter().position(|x| !x.is_finite()) {
+        if let Some(i) = crate::first_non_finite(&self.site_energies) {
             return bad(format!("site energy of atom {i}"));
         }
         if !self.energy.is_finite() {
             return bad("energy".into());
         }
-        if let Some(i) = self.forces.iter().position(|f| f.iter().any(|x| !x.is_finite())) {
+        if let Some(i) = crate::first_non_finite(self.forces.as_flattened()).map(|k| k / 3) {
             return bad(format!("force on atom {i}"));
         }
-        if let Some(i) = self.dedm.iter().position(|x| !x.is_finite()) {
+        if let Some(i) = crate::first_non_finite(&self.dedm) {
             return bad(format!("magnetic force on atom {i}"));
         }
         if self.virial.iter().flatten().any(|x| !x.is_finite()) {
             return bad("virial (stress)".into());
         }
-        if let Some(k) = self.param_grad.iter().position(|x| !x.is_finite()) {
+        if let Some(k) = crate::first_non_finite(&self.param_grad) {
             return bad(format!("parameter gradient (component {k})"));
         }
         Ok(())
@@ -570,7 +570,7 @@ impl Potential {
             (self.evaluate_with(cfg, &nl, opts), None)
         };
         out.check_finite()?;
-        if let Some(k) = rows.as_ref().and_then(|r| r.iter().position(|x| !x.is_finite())) {
+        if let Some(k) = rows.as_deref().and_then(crate::first_non_finite) {
             let np = self.n_params().max(1);
             return Err(MmtpError::Value(format!(
                 "the site parameter gradient of atom {} is not finite (component {}): the potential overflows here",
@@ -1510,25 +1510,27 @@ impl Potential {
         let signs: &[f64] = if opts.symmetrize && self.n_psi > 1 { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
-        type State = (Acc<f64>, Scratch<f64>, Vec<(usize, Vec<f64>)>, Vec<f64>);
-        let (acc, _, rows, _) = crate::threads::ordered_reduce(
+        // per worker: the centres it ran and their rows, one after another
+        type State = (Acc<f64>, Scratch<f64>, Vec<usize>, Vec<f64>, Vec<f64>);
+        let (acc, _, centres, rows, _) = crate::threads::ordered_reduce(
             nc,
             atom_chunk(nc),
-            &|| (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), vec![0.0; np]),
-            &|(acc, sc, rows, before): &mut State, i| {
+            &|| (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), Vec::new(), vec![0.0; np]),
+            &|(acc, sc, centres, rows, before): &mut State, i| {
                 before.copy_from_slice(&acc.grad);
                 self.atom_dispatch(simd, types, nl, &nl.vec, moms, i, signs, weight, opts, sc, acc);
-                let row: Vec<f64> = acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b).collect();
-                rows.push((i, row));
+                centres.push(i);
+                rows.extend(acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b));
             },
             &|a: &mut State, b| {
                 a.0.add(&b.0);
                 a.2.extend(b.2);
+                a.3.extend(b.3);
             },
         );
         let mut matrix = vec![0.0; nc * np];
-        for (i, row) in rows {
-            matrix[i * np..(i + 1) * np].copy_from_slice(&row);
+        for (k, &i) in centres.iter().enumerate() {
+            matrix[i * np..(i + 1) * np].copy_from_slice(&rows[k * np..(k + 1) * np]);
         }
         (acc, matrix)
     }

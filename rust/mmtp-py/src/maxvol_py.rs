@@ -1,5 +1,5 @@
 //! Bindings of the maxvol active set (`mmtp_core::maxvol`): the class
-//! `mmtp_rs._core.ActiveMatrix`. Inputs are checked and copied here; maxvol and
+//! `mmtp_rs._core.ActiveMatrix`. Inputs are checked here (and copied when not C-contiguous); maxvol and
 //! grading run with the GIL released in the core's thread pool.
 
 use crate::{to_py, InvalidValueError, ShapeError};
@@ -8,8 +8,9 @@ use mmtp_core::threads;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::borrow::Cow;
 
-fn rows_of(b: &PyReadonlyArray2<f64>, m: usize, what: &str) -> PyResult<(Vec<f64>, usize)> {
+fn rows_of<'a>(b: &'a PyReadonlyArray2<f64>, m: usize, what: &str) -> PyResult<(Cow<'a, [f64]>, usize)> {
     let v = b.as_array();
     if v.shape()[1] != m {
         return Err(ShapeError::new_err(format!(
@@ -17,7 +18,12 @@ fn rows_of(b: &PyReadonlyArray2<f64>, m: usize, what: &str) -> PyResult<(Vec<f64
             v.shape()
         )));
     }
-    Ok((v.iter().copied().collect(), v.shape()[0]))
+    // a C-contiguous array is read in place (the read-only borrow keeps it unchanged)
+    let data = match b.as_slice() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(v.iter().copied().collect()),
+    };
+    Ok((data, v.shape()[0]))
 }
 
 fn square<'py>(py: Python<'py>, data: &[f64], m: usize) -> PyResult<Bound<'py, PyArray2<f64>>> {
