@@ -36,6 +36,7 @@ _LAZY = {
     "MMTPCalculator": "mmtp_rs.model.calculator",
     "set_num_threads": "mmtp_rs.model.potential",
     "get_num_threads": "mmtp_rs.model.potential",
+    "release_memory": "mmtp_rs.model.potential",
     "MMTPError": "mmtp_rs.model.potential",
     "ShapeError": "mmtp_rs.model.potential",
     "InvalidValueError": "mmtp_rs.model.potential",

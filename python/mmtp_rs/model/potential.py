@@ -45,6 +45,11 @@ GeometryError = _core.GeometryError
 PotentialError = _core.PotentialError
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
+#: Return the large freed blocks (neighbour lists and accumulators of big cells)
+#: the extension keeps for its next call to the system; returns the bytes
+#: released. The cache holds at most ``MMTP_ALLOC_CACHE_MIB`` MiB (default 1024,
+#: 0 turns it off).
+release_memory = _core.release_memory
 
 
 def single_blas_thread():

@@ -4,8 +4,10 @@
 //! * [`basis_gen`]: the moment-tensor basis of any level in MLIP's table form;
 //! * [`model`]: the magnetic Moment Tensor Potential and all its derivatives;
 //! * [`spin_mc`]: Metropolis Monte Carlo of collinear moments with local energy updates;
-//! * [`threads`]: the thread pool (size from `MMTP_NUM_THREADS`, fork-safe).
+//! * [`threads`]: the thread pool (size from `MMTP_NUM_THREADS`, fork-safe);
+//! * [`alloc`]: a global allocator that reuses large blocks (installed by the Python extension).
 
+pub mod alloc;
 pub mod basis_gen;
 pub mod chebyshev;
 pub mod loss;

@@ -11,6 +11,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+/// Large blocks (neighbour lists, accumulators of big cells) are kept for
+/// reuse instead of going back to the kernel after every call; see `mmtp_core::alloc`.
+#[global_allocator]
+static ALLOC: mmtp_core::alloc::LargeBlockCache = mmtp_core::alloc::LargeBlockCache;
+
 mod maxvol_py;
 mod spin_mc_py;
 
@@ -432,6 +437,13 @@ fn get_num_threads() -> usize {
     threads::num_threads()
 }
 
+/// Return the large freed blocks the extension keeps for reuse to the
+/// system; the number of bytes released.
+#[pyfunction]
+fn release_memory() -> usize {
+    mmtp_core::alloc::release_cached()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     maxvol_py::register(m)?;
@@ -440,6 +452,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CoreDataset>()?;
     m.add_function(wrap_pyfunction!(neighbor_list, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(release_memory, m)?)?;
     m.add_function(wrap_pyfunction!(generate_basis, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("MMTPError", m.py().get_type::<MMTPError>())?;
