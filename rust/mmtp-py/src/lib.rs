@@ -399,7 +399,8 @@ fn neighbor_list<'py>(
         .detach(|| threads::install(|| neighbors::build(&lat, pbc, &pos, cutoff)))
         .map_err(to_py)?;
     let p = nl.vec.len();
-    let flat: Vec<f64> = nl.vec.iter().flat_map(|v| v.iter().copied()).collect();
+    // the same buffer viewed as p x 3 numbers (no copy)
+    let flat: Vec<f64> = nl.vec.into_flattened();
     Ok((
         nl.offsets.into_pyarray(py),
         nl.index.into_pyarray(py),
