@@ -22,6 +22,12 @@ use std::ffi::{c_char, c_int, CStr};
 use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// Large blocks (the per-chunk accumulators of a rank's atoms and ghosts, the
+/// parameter-gradient rows) are kept for the next step instead of going back
+/// to the kernel after every step; see `mmtp_core::alloc`.
+#[global_allocator]
+static ALLOC: mmtp_core::alloc::LargeBlockCache = mmtp_core::alloc::LargeBlockCache;
+
 /// First line of a potential written by `mmtp_rs.lammps.write_potential`.
 pub const POTENTIAL_TAG: &str = "mmtp_rs-lammps-potential";
 /// First line of an active set written by `mmtp_rs.lammps.write_active_set`.
