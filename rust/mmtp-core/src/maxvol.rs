@@ -120,6 +120,50 @@ pub struct ActiveMatrix {
     packed: std::sync::OnceLock<Packed>,
 }
 
+/// Extrapolation grades `max_j |(b X)_j|` against a fixed m x m matrix X (the
+/// inverse of an active set's matrix, as a parallel MD engine loads it): the
+/// product of [`ActiveMatrix::grades`], so the same X gives the same numbers
+/// bit for bit.
+#[derive(Debug)]
+pub struct Grader {
+    m: usize,
+    x: Vec<f64>,
+    packed: std::sync::OnceLock<Packed>,
+}
+
+impl Grader {
+    /// X given row-major (m * m finite numbers).
+    pub fn new(m: usize, x: Vec<f64>) -> Result<Self> {
+        if m == 0 {
+            return Err(err_value("an active set needs m >= 1".into()));
+        }
+        check_rows(&x, m, m, "inverse of the active-set matrix")?;
+        Ok(Grader { m, x, packed: std::sync::OnceLock::new() })
+    }
+
+    /// Number of parameters m.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Grades of K rows b (K*m numbers, row-major) and the column of each maximum.
+    pub fn grades(&self, b: &[f64], k: usize) -> Result<(Vec<f64>, Vec<usize>)> {
+        check_rows(b, k, self.m, "gradient rows")?;
+        Ok(grades_of(b, k, self.m, &self.x, &self.packed))
+    }
+}
+
+/// [`row_argmax`] of every row of `B X`: the plain kernel for a few rows, the
+/// packed product (X packed on first use) for more.
+fn grades_of(b: &[f64], k: usize, m: usize, x: &[f64], packed: &std::sync::OnceLock<Packed>) -> (Vec<f64>, Vec<usize>) {
+    if k <= MR {
+        let c = gemm(b, k, m, x, m);
+        return c.chunks(m.max(1)).map(row_argmax).unzip();
+    }
+    let xp = packed.get_or_init(|| pack_x(x, m, m));
+    grades_packed(b, k, m, xp, m)
+}
+
 fn err_value(s: String) -> MmtpError {
     MmtpError::Value(s)
 }
@@ -233,13 +277,7 @@ impl ActiveMatrix {
     /// each maximum is attained; parallel over rows.
     pub fn grades(&self, b: &[f64], k: usize) -> Result<(Vec<f64>, Vec<usize>)> {
         check_rows(b, k, self.m, "gradient rows")?;
-        let m = self.m;
-        if k <= MR {
-            let c = gemm(b, k, m, &self.ainv, m);
-            return Ok(c.chunks(m.max(1)).map(row_argmax).unzip());
-        }
-        let xp = self.packed.get_or_init(|| pack_x(&self.ainv, m, m));
-        Ok(grades_packed(b, k, m, xp, m))
+        Ok(grades_of(b, k, self.m, &self.ainv, &self.packed))
     }
 
     /// `log |det A|` by a fresh LU factorisation.
@@ -1656,6 +1694,10 @@ mod tests {
             b[2 * m..3 * m].fill(0.0);
             let c = s.coefficients(&b, k).unwrap();
             let (g, j) = s.grades(&b, k).unwrap();
+            // an MD engine's grader loaded with the same inverse: the same numbers
+            let grader = Grader::new(m, s.inverse().to_vec()).unwrap();
+            let (g2, j2) = grader.grades(&b, k).unwrap();
+            assert_eq!((g.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), &j), (g2.iter().map(|x| x.to_bits()).collect(), &j2));
             for r in 0..k {
                 let (gv, jv) = row_argmax(&c[r * m..(r + 1) * m]);
                 assert_eq!((g[r].to_bits(), j[r]), (gv.to_bits(), jv), "k {k} m {m} row {r}");

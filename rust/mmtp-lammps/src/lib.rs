@@ -17,9 +17,9 @@
 
 use mmtp_core::model::Tables;
 use mmtp_core::neighbors::NeighborList;
+use mmtp_core::maxvol::Grader;
 use mmtp_core::{threads, EvalOptions, Potential};
 use std::ffi::{c_char, c_int, CStr};
-use rayon::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Large blocks (the per-chunk accumulators of a rank's atoms and ghosts, the
@@ -47,7 +47,7 @@ pub struct Model {
 #[derive(Debug)]
 pub struct ActiveSet {
     m: usize,
-    ainv: Vec<f64>,
+    grader: Grader,
     neighborhood: bool,
     scale_by_atoms: bool,
     symmetrize: bool,
@@ -173,26 +173,14 @@ impl ActiveSet {
         let m: usize = t.num("m")?;
         t.key("inverse")?;
         let ainv: Vec<f64> = t.nums(m * m, "the inverse")?;
-        Ok(ActiveSet { m, ainv, neighborhood, scale_by_atoms, symmetrize })
+        let grader = Grader::new(m, ainv).map_err(|e| format!("{path}: {e}"))?;
+        Ok(ActiveSet { m, grader, neighborhood, scale_by_atoms, symmetrize })
     }
 
-    /// Grades `max_j |(b A^-1)_j|` of `k` rows b (row-major, k x m), in parallel over rows.
-    pub fn grades(&self, rows: &[f64], k: usize) -> Vec<f64> {
-        let m = self.m;
-        rows[..k * m]
-            .par_chunks(m.max(1))
-            .map(|b| {
-                let mut c = vec![0.0; m];
-                for (l, &bl) in b.iter().enumerate() {
-                    if bl != 0.0 {
-                        for (cj, aj) in c.iter_mut().zip(&self.ainv[l * m..(l + 1) * m]) {
-                            *cj += bl * aj;
-                        }
-                    }
-                }
-                c.iter().fold(0.0f64, |g, x| g.max(x.abs()))
-            })
-            .collect()
+    /// Grades `max_j |(b A^-1)_j|` of `k` rows b (row-major, k x m), by the
+    /// product `mmtp_rs` grades with in Python (the same numbers for the same file).
+    pub fn grades(&self, rows: &[f64], k: usize) -> Result<Vec<f64>, String> {
+        self.grader.grades(&rows[..k * self.m], k).map(|(g, _)| g).map_err(|e| e.to_string())
     }
 }
 
@@ -500,7 +488,7 @@ pub unsafe extern "C" fn mmtp_aset_grades(
         let a = &*a;
         let k = k.max(0) as usize;
         let b = std::slice::from_raw_parts(rows, k * a.m);
-        let g = threads::install(|| a.grades(b, k));
+        let g = threads::install(|| a.grades(b, k))?;
         std::slice::from_raw_parts_mut(out, k).copy_from_slice(&g);
         Ok(())
     })
@@ -527,8 +515,14 @@ mod tests {
 
     #[test]
     fn grades_are_the_largest_coefficient_of_b_times_the_inverse() {
-        let a = ActiveSet { m: 2, ainv: vec![2.0, 0.0, 1.0, -3.0], neighborhood: true, scale_by_atoms: false, symmetrize: true };
+        let a = ActiveSet {
+            m: 2,
+            grader: Grader::new(2, vec![2.0, 0.0, 1.0, -3.0]).unwrap(),
+            neighborhood: true,
+            scale_by_atoms: false,
+            symmetrize: true,
+        };
         // (1, 1) A^-1 = (3, -3); (0, 0.5) A^-1 = (0.5, -1.5)
-        assert_eq!(a.grades(&[1.0, 1.0, 0.0, 0.5], 2), vec![3.0, 1.5]);
+        assert_eq!(a.grades(&[1.0, 1.0, 0.0, 0.5], 2).unwrap(), vec![3.0, 1.5]);
     }
 }
