@@ -1600,6 +1600,12 @@ mod tests {
         assert!(ActiveMatrix::from_rows(2, vec![1.0, 2.0, 2.0, 4.0], vec![0, 1], 1.0).is_err());
         assert!(ActiveMatrix::from_rows(2, vec![1.0, 2.0, 2.0], vec![0, 1], 1.0).is_err());
         assert!(ActiveMatrix::identity(0, 1.0).is_err());
+        assert!(Grader::new(0, vec![]).is_err());
+        assert!(Grader::new(2, vec![1.0, 0.0, f64::INFINITY, 1.0]).is_err());
+        assert!(Grader::new(2, vec![1.0, 0.0, 1.0]).is_err());
+        let gr = Grader::new(m, s.inverse().to_vec()).unwrap();
+        assert!(matches!(gr.grades(&bad, 2), Err(MmtpError::Value(_))));
+        assert!(matches!(gr.grades(&few, 3), Err(MmtpError::Shape(_))));
         assert!(ActiveMatrix::identity(3, 0.0).is_err());
         assert!(s.swap(0, &[0.0; 6], 3).is_err()); // would be singular
         assert!(s.swap(9, &[0.0; 6], 3).is_err());
