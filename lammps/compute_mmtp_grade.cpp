@@ -55,6 +55,7 @@ ComputeMMTPGrade::ComputeMMTPGrade(LAMMPS *lmp, int narg, char **arg) :
   }
   scalar_flag = 1;
   extscalar = 0;
+  timeflag = 1;    // the pair style learns the steps this compute runs on, and computes dE/dθ with the forces
   peratom_flag = 1;
   size_peratom_cols = 0;
   if (!write_file.empty() && comm->me == 0) {    // start a fresh file
@@ -78,6 +79,7 @@ void ComputeMMTPGrade::init()
     error->all(FLERR, "compute mmtp/grade: the active set has {} rows, the potential {} parameters", m,
                pair->n_params());
   if (igroup != 0) error->all(FLERR, "compute mmtp/grade must use group all");
+  pair->share_param_gradient(id, symmetrize, neighborhood != 0);
 }
 
 void ComputeMMTPGrade::grade_all()
@@ -94,9 +96,14 @@ void ComputeMMTPGrade::grade_all()
   char err[ERRLEN] = {0};
   double local_max = 0.0;
   if (neighborhood) {
-    grad.resize((size_t) std::max(nlocal, 1) * m);
-    pair->param_gradient(symmetrize, true, grad.data());
-    if (mmtp_aset_grades(aset, grad.data(), nlocal, grades, err, ERRLEN))
+    // the rows from the pair style's evaluation of this step when it made them
+    const double *rows = pair->shared_param_gradient(symmetrize, true);
+    if (!rows) {
+      grad.resize((size_t) std::max(nlocal, 1) * m);
+      pair->param_gradient(symmetrize, true, grad.data());
+      rows = grad.data();
+    }
+    if (mmtp_aset_grades(aset, rows, nlocal, grades, err, ERRLEN))
       error->one(FLERR, "compute mmtp/grade: {}", err);
     for (int i = 0; i < nlocal; i++) local_max = std::max(local_max, grades[i]);
     MPI_Allreduce(&local_max, &grade, 1, MPI_DOUBLE, MPI_MAX, world);

@@ -11,12 +11,16 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "compute.h"
 #include "error.h"
 #include "force.h"
 #include "memory.h"
+#include "modify.h"
 #include "neigh_list.h"
 #include "neighbor.h"
+#include "update.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mpi.h>
@@ -179,6 +183,7 @@ void PairMMTP::evaluate(int want, int sym, double *grad, double *virial9)
   int nlocal = atom->nlocal;
   int nall = nlocal + atom->nghost;
   if (list->inum != nlocal) error->all(FLERR, "pair_style mmtp must act on all atoms (group all)");
+  eval_count++;
   forward_moments();
   species.resize(nall);
   int *type = atom->type;
@@ -207,8 +212,21 @@ void PairMMTP::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   double w[9] = {0};
-  evaluate(MMTP_FORCES, symmetrize, nullptr, w);
   int nlocal = atom->nlocal;
+  // a grade wanted on this step: its dE/dθ from the same evaluation as the forces
+  Compute *gc = grade_id.empty() ? nullptr : modify->get_compute_by_id(grade_id);
+  bool share = gc && grade_sym == symmetrize && gc->matchstep(update->ntimestep);
+  int want = MMTP_FORCES;
+  if (share) {
+    want |= grade_per_atom ? MMTP_SITE_PARAM_GRAD : MMTP_PARAM_GRAD;
+    gstash.resize(grade_per_atom ? (size_t) std::max(nlocal, 1) * nparams : (size_t) nparams);
+  }
+  evaluate(want, symmetrize, share ? gstash.data() : nullptr, w);
+  if (share) {
+    gstash_step = update->ntimestep;
+    gstash_count = eval_count;
+    gstash_nlocal = nlocal;
+  }
   int nall = nlocal + atom->nghost;
   double **f = atom->f;
   for (int i = 0; i < nall; i++)
@@ -244,7 +262,27 @@ double PairMMTP::moment_energy(double *tmag)
   return etot;
 }
 
+const double *PairMMTP::shared_param_gradient(int sym, bool per_atom) const
+{
+  bool current = gstash_count == eval_count && gstash_step == update->ntimestep && sym == grade_sym &&
+      per_atom == grade_per_atom && gstash_nlocal == atom->nlocal;
+  return current ? gstash.data() : nullptr;
+}
+
 void PairMMTP::param_gradient(int sym, bool per_atom, double *grad)
 {
+  if (const double *g = shared_param_gradient(sym, per_atom)) {
+    size_t n = per_atom ? (size_t) atom->nlocal * nparams : (size_t) nparams;
+    std::copy(g, g + n, grad);
+    return;
+  }
   evaluate(per_atom ? MMTP_SITE_PARAM_GRAD : MMTP_PARAM_GRAD, sym, grad, nullptr);
+}
+
+void PairMMTP::share_param_gradient(const std::string &compute_id, int sym, bool per_atom)
+{
+  grade_id = compute_id;
+  grade_sym = sym;
+  grade_per_atom = per_atom;
+  gstash_count = -1;
 }

@@ -28,6 +28,10 @@ class PairMMTP : public Pair {
   double *moments();                      // d_mag of local and ghost atoms (μB)
   double moment_energy(double *tmag);     // global E at the current moments; tmag = -dE/dm of local atoms
   void param_gradient(int symmetrize, bool per_atom, double *grad);    // local dE/dθ (summed or per atom)
+  // compute mmtp/grade asks for dE/dθ with the forces on the steps it will be invoked on
+  void share_param_gradient(const std::string &compute_id, int symmetrize, bool per_atom);
+  // that dE/dθ if it was computed with this step's forces and is still current, else nullptr
+  const double *shared_param_gradient(int symmetrize, bool per_atom) const;
   int n_params() const { return nparams; }
   void moment_interval(int type, double &lo, double &hi) const;       // of a LAMMPS type
   const std::string &species_name(int type) const { return names[map[type]]; }
@@ -41,6 +45,15 @@ class PairMMTP : public Pair {
   std::vector<int> species;              // species of local + ghost atoms
   std::vector<double> fbuf, dedm, site;  // per-call buffers
   int index_mag, index_tmag;
+  // dE/dθ computed with the forces for compute mmtp/grade: valid while no other
+  // evaluation came after it on the same step
+  std::string grade_id;
+  int grade_sym = 0;
+  bool grade_per_atom = false;
+  std::vector<double> gstash;
+  bigint gstash_step = -1;
+  long eval_count = 0, gstash_count = -1;
+  int gstash_nlocal = -1;
 
   void allocate();
   void find_properties();

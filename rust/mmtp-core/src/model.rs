@@ -1510,28 +1510,53 @@ impl Potential {
         let signs: &[f64] = if opts.symmetrize && self.n_psi > 1 { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
-        // per worker: the centres it ran and their rows, one after another
-        type State = (Acc<f64>, Scratch<f64>, Vec<usize>, Vec<f64>, Vec<f64>);
-        let (acc, _, centres, rows, _) = crate::threads::ordered_reduce(
+        // per chunk: the rows of its centres, one after another (a chunk is a
+        // range of centres); merging moves the chunks' buffers, never their rows
+        type State = (Acc<f64>, Scratch<f64>, Vec<(usize, Vec<f64>)>, Vec<f64>);
+        let (acc, _, parts, _) = crate::threads::ordered_reduce(
             nc,
             atom_chunk(nc),
-            &|| (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), Vec::new(), vec![0.0; np]),
-            &|(acc, sc, centres, rows, before): &mut State, i| {
+            &|| (Acc::<f64>::new(n, np, opts.forces), Scratch::new(self), Vec::new(), vec![0.0; np]),
+            &|(acc, sc, parts, before): &mut State, i| {
                 before.copy_from_slice(&acc.grad);
                 self.atom_dispatch(simd, types, nl, &nl.vec, moms, i, signs, weight, opts, sc, acc);
-                centres.push(i);
-                rows.extend(acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b));
+                match parts.last_mut() {
+                    Some((first, rows)) if *first + rows.len() / np.max(1) == i => {
+                        rows.extend(acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b))
+                    }
+                    _ => parts.push((i, acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b).collect())),
+                }
             },
             &|a: &mut State, b| {
                 a.0.add(&b.0);
                 a.2.extend(b.2);
-                a.3.extend(b.3);
             },
         );
-        let mut matrix = vec![0.0; nc * np];
-        for (k, &i) in centres.iter().enumerate() {
-            matrix[i * np..(i + 1) * np].copy_from_slice(&rows[k * np..(k + 1) * np]);
+        // the chunks cover the centres 0..nc in order, np entries each
+        let mut offset = 0;
+        for (first, rows) in &parts {
+            assert_eq!(first * np, offset, "site rows out of order");
+            offset += rows.len();
         }
+        assert_eq!(offset, nc * np, "site rows missing");
+        let mut matrix: Vec<f64> = Vec::with_capacity(nc * np);
+        {
+            // the chunks' rows copied into place in parallel
+            let mut dst = Vec::with_capacity(parts.len());
+            let mut rest = &mut matrix.spare_capacity_mut()[..nc * np];
+            for (_, rows) in &parts {
+                let (a, b) = std::mem::take(&mut rest).split_at_mut(rows.len());
+                dst.push(a);
+                rest = b;
+            }
+            dst.into_par_iter().zip(parts.par_iter()).for_each(|(d, (_, rows))| {
+                for (x, v) in d.iter_mut().zip(rows) {
+                    x.write(*v);
+                }
+            });
+        }
+        // SAFETY: checked above, the chunks' rows fill all nc * np entries, each written once
+        unsafe { matrix.set_len(nc * np) };
         (acc, matrix)
     }
 
