@@ -108,10 +108,14 @@ void ComputeMMTPGrade::grade_all()
     for (int i = 0; i < nlocal; i++) local_max = std::max(local_max, grades[i]);
     MPI_Allreduce(&local_max, &grade, 1, MPI_DOUBLE, MPI_MAX, world);
   } else {
-    grad.resize(m);
+    const double *local = pair->shared_param_gradient(symmetrize, false);
+    if (!local) {
+      grad.resize(m);
+      pair->param_gradient(symmetrize, false, grad.data());
+      local = grad.data();
+    }
     std::vector<double> total(m);
-    pair->param_gradient(symmetrize, false, grad.data());
-    MPI_Allreduce(grad.data(), total.data(), m, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(local, total.data(), m, MPI_DOUBLE, MPI_SUM, world);
     if (scale_by_atoms && atom->natoms > 0)
       for (double &v : total) v /= (double) atom->natoms;
     if (mmtp_aset_grades(aset, total.data(), 1, &grade, err, ERRLEN))

@@ -271,11 +271,6 @@ const double *PairMMTP::shared_param_gradient(int sym, bool per_atom) const
 
 void PairMMTP::param_gradient(int sym, bool per_atom, double *grad)
 {
-  if (const double *g = shared_param_gradient(sym, per_atom)) {
-    size_t n = per_atom ? (size_t) atom->nlocal * nparams : (size_t) nparams;
-    std::copy(g, g + n, grad);
-    return;
-  }
   evaluate(per_atom ? MMTP_SITE_PARAM_GRAD : MMTP_PARAM_GRAD, sym, grad, nullptr);
 }
 

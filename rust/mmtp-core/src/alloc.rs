@@ -118,8 +118,8 @@ pub fn release_cached() -> usize {
     };
     let mut n = 0;
     for (base, cap) in taken {
-        // SAFETY: the block came from `fresh` with this capacity and is no longer listed
-        unsafe { System.dealloc(base as *mut u8, Layout::from_size_align_unchecked(cap + HDR, HDR)) };
+        // SAFETY: the block came from `fresh` and is no longer listed
+        unsafe { release((base + HDR) as *mut u8) };
         n += cap;
     }
     n

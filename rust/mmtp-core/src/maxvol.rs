@@ -676,7 +676,6 @@ fn vecmat(x: &[f64], a: &[f64], m: usize) -> Vec<f64> {
     out
 }
 
-/// (max |x_j|, argmax); NaN never occurs here (inputs are checked).
 /// The largest modulus of a row and the first column attaining it ((0, 0) for
 /// a row of zeros; NaN entries are passed over).
 fn row_argmax(r: &[f64]) -> (f64, usize) {
@@ -877,7 +876,7 @@ fn avx512_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| simd_available() && std::env::var_os("MMTP_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f"))
+        *AVAILABLE.get_or_init(|| simd_available() && std::arch::is_x86_feature_detected!("avx512f"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -1054,8 +1053,8 @@ fn row_blocks(b: &[f64], k: usize, kin: usize, mr: usize) -> RowBlocks {
 /// Output tiles of `B X` (X packed): `(row chunk, panel group, tile)` with
 /// `tile[pos - r0][column - c0]` for the sorted row positions `r0..r1` of
 /// the chunk and the columns `c0..` of the group's panels (zero-padded to
-/// whole panels); with the group layout `(per_group, ngroups)`.
-type Tiles = (Vec<(usize, usize, Vec<f64>)>, usize, usize);
+/// whole panels); with the panels per group.
+type Tiles = (Vec<(usize, usize, Vec<f64>)>, usize);
 
 fn packed_tiles(rb: &RowBlocks, k: usize, kin: usize, xpk: &Packed) -> Tiles {
     let wide = xpk.wide;
@@ -1118,7 +1117,25 @@ fn packed_tiles(rb: &RowBlocks, k: usize, kin: usize, xpk: &Packed) -> Tiles {
             (ch, gr, tile)
         })
         .collect();
-    (tiles, per_group, ngroups)
+    (tiles, per_group)
+}
+
+/// Every row of every tile of `B X` (X packed by [`pack_x`]): `f(row of B,
+/// columns of X, values)`, the columns being those of one panel group.
+fn for_each_tile_row(b: &[f64], k: usize, kin: usize, xpk: &Packed, mut f: impl FnMut(usize, &[usize], &[f64])) {
+    let (n, nr) = (xpk.n, xpk.nr);
+    let np = n.div_ceil(nr);
+    let rb = row_blocks(b, k, kin, if xpk.wide { 8 } else { MR });
+    let (tiles, per_group) = packed_tiles(&rb, k, kin, xpk);
+    for (ch, gr, tile) in &tiles {
+        let (r0, r1) = (ch * RC, ((ch + 1) * RC).min(k));
+        let (c0, c1) = (gr * per_group * nr, (((gr + 1) * per_group) * nr).min(n));
+        let w = ((gr + 1) * per_group).min(np) * nr - c0;
+        let cols = &xpk.perm[c0..c1];
+        for pos in r0..r1 {
+            f(rb.order[pos], cols, &tile[(pos - r0) * w..(pos - r0) * w + (c1 - c0)]);
+        }
+    }
 }
 
 /// `B X` with X packed by [`pack_x`]; see [`gemm`].
@@ -1128,24 +1145,12 @@ fn gemm_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> Vec<f
     if k == 0 || n == 0 {
         return out;
     }
-    let nr = xpk.nr;
-    let np = n.div_ceil(nr);
-    let rb = row_blocks(b, k, kin, if xpk.wide { 8 } else { MR });
-    let (tiles, per_group, _) = packed_tiles(&rb, k, kin, xpk);
-    for (ch, gr, tile) in tiles {
-        let (r0, r1) = (ch * RC, ((ch + 1) * RC).min(k));
-        let (c0, c1) = (gr * per_group * nr, (((gr + 1) * per_group) * nr).min(n));
-        let w = ((gr + 1) * per_group).min(np) * nr - c0;
-        let cols = &xpk.perm[c0..c1];
-        for pos in r0..r1 {
-            let r = rb.order[pos];
-            let src = &tile[(pos - r0) * w..(pos - r0) * w + (c1 - c0)];
-            let dst = &mut out[r * n..(r + 1) * n];
-            for (v, &j) in src.iter().zip(cols) {
-                dst[j] = *v;
-            }
+    for_each_tile_row(b, k, kin, xpk, |r, cols, seg| {
+        let dst = &mut out[r * n..(r + 1) * n];
+        for (v, &j) in seg.iter().zip(cols) {
+            dst[j] = *v;
         }
-    }
+    });
     out
 }
 
@@ -1159,29 +1164,18 @@ fn grades_packed(b: &[f64], k: usize, kin: usize, xpk: &Packed, n: usize) -> (Ve
     if k == 0 || n == 0 {
         return best.into_iter().unzip();
     }
-    let nr = xpk.nr;
-    let np = n.div_ceil(nr);
-    let rb = row_blocks(b, k, kin, if xpk.wide { 8 } else { MR });
-    let (tiles, per_group, _) = packed_tiles(&rb, k, kin, xpk);
-    for (ch, gr, tile) in &tiles {
-        let (r0, r1) = (ch * RC, ((ch + 1) * RC).min(k));
-        let (c0, c1) = (gr * per_group * nr, (((gr + 1) * per_group) * nr).min(n));
-        let w = ((gr + 1) * per_group).min(np) * nr - c0;
-        let cols = &xpk.perm[c0..c1];
-        for pos in r0..r1 {
-            let seg = &tile[(pos - r0) * w..(pos - r0) * w + (c1 - c0)];
-            let (v, _) = row_argmax(seg);
-            if v == 0.0 {
-                continue;
-            }
-            // the columns of X are permuted: of equal moduli, the first column of X
-            let j = seg.iter().zip(cols).filter(|(x, _)| x.abs() == v).map(|(_, &j)| j).min().unwrap_or(0);
-            let bst = &mut best[rb.order[pos]];
-            if v > bst.0 || (v == bst.0 && j < bst.1) {
-                *bst = (v, j);
-            }
+    for_each_tile_row(b, k, kin, xpk, |r, cols, seg| {
+        let (v, _) = row_argmax(seg);
+        if v == 0.0 {
+            return;
         }
-    }
+        // the columns of X are permuted: of equal moduli, the first column of X
+        let j = seg.iter().zip(cols).filter(|(x, _)| x.abs() == v).map(|(_, &j)| j).min().unwrap_or(0);
+        let bst = &mut best[r];
+        if v > bst.0 || (v == bst.0 && j < bst.1) {
+            *bst = (v, j);
+        }
+    });
     best.into_iter().unzip()
 }
 

@@ -1510,8 +1510,8 @@ impl Potential {
         let signs: &[f64] = if opts.symmetrize && self.n_psi > 1 { &[1.0, -1.0] } else { &[1.0] };
         let weight = 1.0 / signs.len() as f64;
         let simd = simd_available();
-        // per chunk: the rows of its centres, one after another (a chunk is a
-        // range of centres); merging moves the chunks' buffers, never their rows
+        // per chunk (a range of centres, folded in order): the rows of its centres,
+        // one after another; merging moves the chunks' buffers, never their rows
         type State = (Acc<f64>, Scratch<f64>, Vec<(usize, Vec<f64>)>, Vec<f64>);
         let (acc, _, parts, _) = crate::threads::ordered_reduce(
             nc,
@@ -1520,11 +1520,10 @@ impl Potential {
             &|(acc, sc, parts, before): &mut State, i| {
                 before.copy_from_slice(&acc.grad);
                 self.atom_dispatch(simd, types, nl, &nl.vec, moms, i, signs, weight, opts, sc, acc);
+                let row = acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b);
                 match parts.last_mut() {
-                    Some((first, rows)) if *first + rows.len() / np.max(1) == i => {
-                        rows.extend(acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b))
-                    }
-                    _ => parts.push((i, acc.grad.iter().zip(before.iter()).map(|(a, b)| a - b).collect())),
+                    Some((_, rows)) => rows.extend(row),
+                    None => parts.push((i, row.collect())),
                 }
             },
             &|a: &mut State, b| {
@@ -1539,24 +1538,7 @@ impl Potential {
             offset += rows.len();
         }
         assert_eq!(offset, nc * np, "site rows missing");
-        let mut matrix: Vec<f64> = Vec::with_capacity(nc * np);
-        {
-            // the chunks' rows copied into place in parallel
-            let mut dst = Vec::with_capacity(parts.len());
-            let mut rest = &mut matrix.spare_capacity_mut()[..nc * np];
-            for (_, rows) in &parts {
-                let (a, b) = std::mem::take(&mut rest).split_at_mut(rows.len());
-                dst.push(a);
-                rest = b;
-            }
-            dst.into_par_iter().zip(parts.par_iter()).for_each(|(d, (_, rows))| {
-                for (x, v) in d.iter_mut().zip(rows) {
-                    x.write(*v);
-                }
-            });
-        }
-        // SAFETY: checked above, the chunks' rows fill all nc * np entries, each written once
-        unsafe { matrix.set_len(nc * np) };
+        let matrix = crate::threads::concat(&parts.iter().map(|p| &p.1[..]).collect::<Vec<_>>());
         (acc, matrix)
     }
 

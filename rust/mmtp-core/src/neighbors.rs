@@ -365,33 +365,9 @@ pub fn build(
         }
         parts.push((idx, vv));
     }
-    // the flat arrays are written once, in parallel, without zeroing them first
-    let mut index: Vec<usize> = Vec::with_capacity(total);
-    let mut vecs: Vec<[f64; 3]> = Vec::with_capacity(total);
-    {
-        let mut dst = Vec::with_capacity(parts.len());
-        let (mut ri, mut rv) = (&mut index.spare_capacity_mut()[..total], &mut vecs.spare_capacity_mut()[..total]);
-        for (idx, _) in &parts {
-            let (a, rest_i) = ri.split_at_mut(idx.len());
-            let (b, rest_v) = rv.split_at_mut(idx.len());
-            dst.push((a, b));
-            ri = rest_i;
-            rv = rest_v;
-        }
-        dst.into_par_iter().zip(parts.par_iter()).for_each(|((a, b), (idx, vv))| {
-            for (d, s) in a.iter_mut().zip(idx) {
-                d.write(*s);
-            }
-            for (d, s) in b.iter_mut().zip(vv) {
-                d.write(*s);
-            }
-        });
-    }
-    // SAFETY: the parts' lengths sum to `total`, so every entry 0..total was written above
-    unsafe {
-        index.set_len(total);
-        vecs.set_len(total);
-    }
+    // the flat arrays are written once, in parallel
+    let index = crate::threads::concat(&parts.iter().map(|p| &p.0[..]).collect::<Vec<_>>());
+    let vecs = crate::threads::concat(&parts.iter().map(|p| &p.1[..]).collect::<Vec<_>>());
     Ok(NeighborList { offsets, index, vec: vecs })
 }
 

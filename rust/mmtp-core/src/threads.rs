@@ -96,6 +96,30 @@ pub fn chunk_len(n: usize, min_len: usize, max_chunks: usize) -> usize {
     n.div_ceil(max_chunks.max(1)).max(min_len).max(1)
 }
 
+/// The parts one after another in one vector, copied in parallel, each entry
+/// written once (the vector is not zero-filled first: for neighbour lists and
+/// site-gradient rows of large cells that would be as much work again).
+pub fn concat<T: Copy + Send + Sync>(parts: &[&[T]]) -> Vec<T> {
+    use rayon::prelude::*;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    let mut dst = Vec::with_capacity(parts.len());
+    let mut rest = &mut out.spare_capacity_mut()[..total];
+    for p in parts {
+        let (a, b) = std::mem::take(&mut rest).split_at_mut(p.len());
+        dst.push(a);
+        rest = b;
+    }
+    dst.into_par_iter().zip(parts.par_iter()).for_each(|(d, src)| {
+        for (x, v) in d.iter_mut().zip(src.iter()) {
+            x.write(*v);
+        }
+    });
+    // SAFETY: the destination slices tile 0..total and each was written in full above
+    unsafe { out.set_len(total) };
+    out
+}
+
 /// Deterministic parallel reduction over `0..n`.
 ///
 /// The range is cut into chunks of `chunk` items (fixed by the caller,

@@ -46,7 +46,6 @@ pub struct Model {
 /// The inverse of an active set's matrix, with the settings of its rows.
 #[derive(Debug)]
 pub struct ActiveSet {
-    m: usize,
     grader: Grader,
     neighborhood: bool,
     scale_by_atoms: bool,
@@ -174,13 +173,13 @@ impl ActiveSet {
         t.key("inverse")?;
         let ainv: Vec<f64> = t.nums(m * m, "the inverse")?;
         let grader = Grader::new(m, ainv).map_err(|e| format!("{path}: {e}"))?;
-        Ok(ActiveSet { m, grader, neighborhood, scale_by_atoms, symmetrize })
+        Ok(ActiveSet { grader, neighborhood, scale_by_atoms, symmetrize })
     }
 
     /// Grades `max_j |(b A^-1)_j|` of `k` rows b (row-major, k x m), by the
     /// product `mmtp_rs` grades with in Python (the same numbers for the same file).
     pub fn grades(&self, rows: &[f64], k: usize) -> Result<Vec<f64>, String> {
-        self.grader.grades(&rows[..k * self.m], k).map(|(g, _)| g).map_err(|e| e.to_string())
+        self.grader.grades(&rows[..k * self.grader.m()], k).map(|(g, _)| g).map_err(|e| e.to_string())
     }
 }
 
@@ -465,7 +464,7 @@ pub unsafe extern "C" fn mmtp_aset_info(
     symmetrize: *mut c_int,
 ) {
     let a = &*a;
-    *m = a.m as c_int;
+    *m = a.grader.m() as c_int;
     *neighborhood = a.neighborhood as c_int;
     *scale_by_atoms = a.scale_by_atoms as c_int;
     *symmetrize = a.symmetrize as c_int;
@@ -487,7 +486,7 @@ pub unsafe extern "C" fn mmtp_aset_grades(
     guarded(err, errlen, || {
         let a = &*a;
         let k = k.max(0) as usize;
-        let b = std::slice::from_raw_parts(rows, k * a.m);
+        let b = std::slice::from_raw_parts(rows, k * a.grader.m());
         let g = threads::install(|| a.grades(b, k))?;
         std::slice::from_raw_parts_mut(out, k).copy_from_slice(&g);
         Ok(())
@@ -516,7 +515,6 @@ mod tests {
     #[test]
     fn grades_are_the_largest_coefficient_of_b_times_the_inverse() {
         let a = ActiveSet {
-            m: 2,
             grader: Grader::new(2, vec![2.0, 0.0, 1.0, -3.0]).unwrap(),
             neighborhood: true,
             scale_by_atoms: false,
